@@ -25,6 +25,7 @@ import numpy as np
 from moclip.data.captions import Caption, format_caption_line, tag_caption
 from moclip.data.features import canonicalize, positions_to_features
 from moclip.data.kinematics import forward_kinematics
+from moclip.data.normalization import RunningStats
 from moclip.data.quaternion import from_axis_angle, qmul, qrot, yaw_quat
 from moclip.data.synthetic_actions import ACTIONS, FPS, Clip, empty_clip
 from moclip.skeletons import HUMANML3D
@@ -257,8 +258,7 @@ def build_corpus(out: Path | str, num_motions: int, seed: int = 0, workers: int 
     ids = [f"{i:06d}" for i in range(num_motions)]
     splits = split_ids(ids, seed)
     train = set(splits["train"])
-    dim = HUMANML3D.feature_dim
-    total, total_sq, frames = np.zeros(dim), np.zeros(dim), 0
+    stats = RunningStats(HUMANML3D.feature_dim)
     families: Counter[str] = Counter()
     started = time.monotonic()
     jobs = [(str(root), seed, i) for i in range(num_motions)]
@@ -268,17 +268,13 @@ def build_corpus(out: Path | str, num_motions: int, seed: int = 0, workers: int 
         for done, (index, length, s, sq, fams) in enumerate(results, start=1):
             families.update(fams)
             if ids[index] in train:
-                total += s
-                total_sq += sq
-                frames += length
+                stats.add_sums(length, s, sq)
             if progress and (done % 1000 == 0 or done == num_motions):
                 rate = done / (time.monotonic() - started)
                 print(f"[synthetic] {done}/{num_motions} motions ({rate:.0f}/s)", flush=True)
-    mean = total / frames
-    std = np.sqrt(np.maximum(total_sq / frames - mean**2, 0.0))
-    std = np.where(std < 1e-6, 1.0, std)  # constant dims (e.g. a contact never lifted) stay as-is
-    np.save(root / "Mean.npy", mean.astype(np.float32))
-    np.save(root / "Std.npy", std.astype(np.float32))
+    mean, std = stats.result()
+    np.save(root / "Mean.npy", mean)
+    np.save(root / "Std.npy", std)
     for name, members in (*splits.items(), ("all", ids)):
         (root / f"{name}.txt").write_text("\n".join(members) + "\n", encoding="utf-8")
     manifest = {
