@@ -179,13 +179,31 @@ def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
                  min_frames: int = MIN_FRAMES, fps: int = FPS) -> MotionDataset:
     """Load SPLIT of a HumanML3D-layout folder (HumanML3D, KIT-ML or the synthetic corpus).
 
-    The skeleton follows from the feature width unless given. Motions (and sub-clips) shorter
+    The skeleton follows from the feature width (of Mean.npy if present, else of the first
+    motion) unless given. Motions (and sub-clips) shorter
     than `min_frames` are dropped and counted in `dataset.dropped`.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: data folder not found")
     ids = read_split(root, split)
+    mean = std = None
+    if (root / "Mean.npy").is_file() and (root / "Std.npy").is_file():
+        # The statistics fix the feature width before any motion is read, so one bad motion
+        # file is blamed on itself rather than on every file after it.
+        mean = load_array(root / "Mean.npy", "mean").astype(np.float32)
+        std = load_array(root / "Std.npy", "std").astype(np.float32)
+        if skeleton is None and mean.ndim == 1:
+            try:
+                skeleton = skeleton_for_feature_dim(mean.shape[0])
+            except ValueError as err:
+                raise DatasetError(f"{root / 'Mean.npy'}: {err}") from None
+        for path, array in ((root / "Mean.npy", mean), (root / "Std.npy", std)):
+            if skeleton is not None and array.shape != (skeleton.feature_dim,):
+                raise DatasetError(f"{path}: expected shape ({skeleton.feature_dim},), got "
+                                   f"{array.shape}")
+        if np.any(std <= 0):
+            raise DatasetError(f"{root / 'Std.npy'}: standard deviations must be positive")
     items: list[MotionItem] = []
     dropped: Counter = Counter()
     for motion_id in ids:
@@ -215,16 +233,6 @@ def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
         captions = read_captions(text_path)
         items += items_from_captions(motion_id, features.astype(np.float32, copy=False),
                                      captions, min_frames, fps, dropped)
-    mean = std = None
-    if (root / "Mean.npy").is_file() and (root / "Std.npy").is_file():
-        mean = load_array(root / "Mean.npy", "mean").astype(np.float32)
-        std = load_array(root / "Std.npy", "std").astype(np.float32)
-        for path, array in ((root / "Mean.npy", mean), (root / "Std.npy", std)):
-            if array.shape != (skeleton.feature_dim,):
-                raise DatasetError(f"{path}: expected shape ({skeleton.feature_dim},), got "
-                                   f"{array.shape}")
-        if np.any(std <= 0):
-            raise DatasetError(f"{root / 'Std.npy'}: standard deviations must be positive")
     return MotionDataset(root.name, split, skeleton, items, mean, std, dropped)
 
 

@@ -2,7 +2,8 @@
 
 Per frame, for J joints, the feature vector is, in order:
 
-    root rotation velocity about y      1        half-angle per frame, as HumanML3D stores it
+    root rotation velocity about y      1        of the world-to-body turn, half-angle per frame
+                                                 as HumanML3D stores it (a left turn is negative)
     root linear velocity on xz          2        in the root's facing frame
     root height                         1
     root-relative joint positions       (J-1)*3  in the facing frame (y is height above floor)

@@ -95,6 +95,7 @@ class SyntheticMotion:
     features: np.ndarray  # (T, 263) float32
     captions: tuple[Caption, ...]
     families: tuple[str, ...]
+    params: tuple[dict, ...]  # each action's program parameters (side, speed, repetitions...)
 
 
 def _pick_program(rng: np.random.Generator) -> list[str]:
@@ -215,7 +216,8 @@ def make_motion(seed: int, index: int) -> SyntheticMotion:
     features = positions_to_features(positions, HUMANML3D)
     canonical = canonicalize(positions, HUMANML3D)[:-1].astype(np.float32)
     captions = _captions(rng, [c.phrases for c in clips])
-    return SyntheticMotion(f"{index:06d}", canonical, features, captions, tuple(program))
+    return SyntheticMotion(f"{index:06d}", canonical, features, captions, tuple(program),
+                           tuple(c.params for c in clips))
 
 
 def _write_motion(root: Path, motion: SyntheticMotion) -> None:
