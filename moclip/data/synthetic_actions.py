@@ -370,9 +370,11 @@ def bend_pick_up(rng: np.random.Generator, max_frames: int) -> Clip:
     for s in ("left", "right"):
         clip.angles[:, joint(s, "hip"), FLEX] = -0.35 * down
         clip.angles[:, joint(s, "knee"), FLEX] = 0.5 * down
-        if hand in (s, "both"):
-            clip.angles[:, joint(s, "shoulder"), FLEX] = -0.9 * down
-            clip.angles[:, joint(s, "elbow"), FLEX] = -0.2 * down
+        # The torso bends about 1.35 rad: a reaching arm flexes as much to point at the floor,
+        # a free arm less, resting bent towards the knee instead of sticking out forward.
+        reaching = hand in (s, "both")
+        clip.angles[:, joint(s, "shoulder"), FLEX] = (-1.35 if reaching else -0.8) * down
+        clip.angles[:, joint(s, "elbow"), FLEX] = (-0.1 if reaching else -0.6) * down
     which = "both hands" if hand == "both" else f"the {hand} hand"
     clip.phrases = [f"bends down to pick something up with {which}",
                     f"bends over and picks up an object with {which}",
