@@ -1,0 +1,98 @@
+"""Train the diffusion generator once, conditioned on the original (not fine-tuned) encoder.
+
+    python -m moclip.generation.train_generator --data DIR --out FILE [--encoder hf|tiny]
+        [--steps 3000] [--batch-size 64] [--seed 0]
+
+Caption embeddings come from the frozen original encoder and are computed once up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
+from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
+from moclip.pairs import PairSet, collate_pairs
+from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+
+def train_generator(train: MotionDataset, embedder: TextEmbedder, steps: int = 3000,
+                    batch_size: int = 64, lr: float = 2e-4, seed: int = 0,
+                    config: DiffusionConfig = DiffusionConfig(),
+                    log_every: int = 100) -> tuple[DiffusionGenerator, list[float]]:
+    """The generator and its per-step losses."""
+    pairs = PairSet(train)
+    captions = sorted({c.text for item in train.items for c in item.captions})
+    started = time.monotonic()
+    embedded = dict(zip(captions, embedder(captions)))
+    print(f"[generator] embedded {len(captions)} captions in {time.monotonic() - started:.0f} s",
+          flush=True)
+    torch.manual_seed(seed)
+    width = next(iter(embedded.values())).shape[-1]
+    generator = DiffusionGenerator(train.skeleton.feature_dim, width, train.mean, train.std,
+                                   config, embedder.identity)
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
+    sampler = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    generator.train()
+    while len(losses) < steps:
+        order = torch.randperm(len(pairs), generator=sampler)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = collate_pairs([pairs[int(i)] for i in order[start : start + batch_size]])
+            text = torch.stack([embedded[t] for t in batch.texts])
+            loss = generator.training_loss(batch.features, batch.mask, text, sampler)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            if log_every and len(losses) % log_every == 0:
+                print(f"[generator] step {len(losses)}/{steps} loss "
+                      f"{np.mean(losses[-log_every:]):.4f} ({time.monotonic() - started:.0f} s)",
+                      flush=True)
+            if len(losses) >= steps:
+                break
+    generator.eval()
+    return generator, losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--encoder", choices=("hf", "tiny", "open_clip"), default="hf")
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--pretrained", default="openai")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        train = load_dataset(args.data, "train")
+        spec = TextEncoderSpec(kind=args.encoder, model=args.model, pretrained=args.pretrained)
+        config = DiffusionConfig(width=args.width, layers=args.layers)
+    except (DatasetError, ValueError) as err:
+        parser.error(str(err))
+    encoder, tokenizer, _ = build_text_encoder(spec)
+    started = time.monotonic()
+    generator, losses = train_generator(train, TextEmbedder(encoder, tokenizer), args.steps,
+                                        args.batch_size, seed=args.seed, config=config)
+    summary = {"steps": args.steps, "final_loss": float(np.mean(losses[-100:])),
+               "train_seconds": round(time.monotonic() - started, 1),
+               "text_encoder": spec.to_dict()}
+    save_generator(args.out, generator, train.fingerprint(), summary)
+    print(json.dumps({"generator": str(args.out), **summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

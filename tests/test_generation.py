@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from moclip.data.dataset import load_dataset
+from moclip.evaluation.evaluate import evaluate
+from moclip.evaluation.evaluator import load_evaluator, save_evaluator
+from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
+from moclip.evaluation.evaluator import EvaluatorConfig
+from moclip.generation.diffusion import (DiffusionConfig, cosine_alpha_bar, load_generator,
+                                         save_generator)
+from moclip.generation.train_generator import train_generator
+from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+SMALL = DiffusionConfig(width=64, layers=2, heads=4, sample_steps=5, dropout=0.0)
+SMALL_EVAL = EvaluatorConfig(word_width=32, hidden=64, out_width=32, conv_width=64)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus):
+    train = load_dataset(tiny_corpus, "train")
+    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="tiny", width=32, layers=1,
+                                                               heads=2))
+    embedder = TextEmbedder(encoder, tokenizer)
+    generator, losses = train_generator(train, embedder, steps=40, batch_size=16, seed=0,
+                                        config=SMALL, log_every=0)
+    evaluator, eval_losses = train_evaluator(train, steps=40, batch_size=16, config=SMALL_EVAL,
+                                             log_every=0)
+    return train, embedder, generator, losses, evaluator, eval_losses
+
+
+def test_cosine_schedule_decreases_from_one_to_zero():
+    abar = cosine_alpha_bar(1000)
+    assert abar[0] > 0.999 and abar[-1] < 1e-3
+    assert torch.all(abar[1:] < abar[:-1])
+
+
+def test_generator_and_evaluator_losses_fall(trained):
+    _, _, _, losses, _, eval_losses = trained
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    assert np.mean(eval_losses[-10:]) < np.mean(eval_losses[:10])
+
+
+def test_sampling_is_deterministic_for_fixed_noise_seeds(trained):
+    _, embedder, generator, *_ = trained
+    prompts = ["a person walks forward.", "someone jumps twice."]
+    a = generator.generate(prompts, [40, 52], embedder, [1, 2])
+    b = generator.generate(prompts, [40, 52], embedder, [1, 2])
+    c = generator.generate(prompts, [40, 52], embedder, [1, 3])
+    assert [m.shape for m in a] == [(40, 263), (52, 263)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1])
+    # A motion does not depend on what else is in the batch.
+    alone = generator.generate(prompts[:1], [40], embedder, [1])
+    np.testing.assert_allclose(alone[0], a[0], atol=1e-4)
+
+
+def test_guidance_one_equals_the_conditional_model(trained):
+    _, embedder, generator, *_ = trained
+    text = embedder(["a person waves."])
+    x = torch.randn(1, 40, 263)
+    t = torch.tensor([500])
+    mask = torch.ones(1, 40, dtype=torch.bool)
+    normed = torch.nn.functional.normalize(text, dim=-1)
+    with torch.no_grad():
+        conditional = generator.denoiser(x, t, normed, torch.tensor([True]), mask)
+        unconditional = generator.denoiser(x, t, normed, torch.tensor([False]), mask)
+        guided_two = generator.guided_x0(x, t, normed, mask, 2.0)
+        guided_one = generator.guided_x0(x, t, normed, mask, 1.0)
+    assert torch.equal(guided_one, conditional)
+    torch.testing.assert_close(guided_two, 2 * conditional - unconditional)
+    assert not torch.allclose(conditional, unconditional)
+
+
+def test_round_trips_and_evaluation(trained, tiny_corpus, tmp_path):
+    train, embedder, generator, _, evaluator, _ = trained
+    test = load_dataset(tiny_corpus, "all")
+    figures = ground_truth_figures(evaluator, train, test)
+    assert 0 <= figures["r_precision_top3"] <= 1 and figures["diversity"] > 0
+    save_evaluator(tmp_path / "eval.pt", evaluator, train.fingerprint(), figures)
+    loaded_eval, state = load_evaluator(tmp_path / "eval.pt")
+    assert state["figures"] == figures and loaded_eval.fingerprint() == evaluator.fingerprint()
+    save_generator(tmp_path / "gen.pt", generator, train.fingerprint())
+    loaded_gen, _ = load_generator(tmp_path / "gen.pt")
+    prompts = [c.text for item in test.items for c in item.captions[:1]][:40]
+    lengths = [min(item.num_frames, 60) for item in test.items][:40]
+    same = loaded_gen.generate(prompts[:2], lengths[:2], embedder, [5, 6])
+    again = generator.generate(prompts[:2], lengths[:2], embedder, [5, 6])
+    assert all(np.array_equal(x, y) for x, y in zip(same, again))
+
+    clean = evaluate(loaded_gen, embedder, prompts, prompts, lengths, loaded_eval, repeats=2,
+                     mm_prompts=4, mm_samples=3)
+    for key in ("fid", "r_precision_top1", "r_precision_top3", "mm_dist", "diversity",
+                "multimodality"):
+        assert np.isfinite(clean[key]) and np.isfinite(clean[f"{key}_ci95"])
+    # Same prompts and seeds: the same numbers; other prompts: the evaluator reads the clean ones.
+    assert evaluate(loaded_gen, embedder, prompts, prompts, lengths, loaded_eval, repeats=2,
+                    mm_prompts=4, mm_samples=3) == clean
+    shuffled = prompts[1:] + prompts[:1]
+    other = evaluate(loaded_gen, embedder, prompts, shuffled, lengths, loaded_eval, repeats=2,
+                     mm_prompts=0)
+    assert other["fid"] != clean["fid"]
+    with pytest.raises(ValueError, match="one of each"):
+        evaluate(loaded_gen, embedder, prompts, prompts[:-1], lengths, loaded_eval)

@@ -1,0 +1,249 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from moclip.data.dataset import load_dataset
+from moclip.data.synthetic import build_corpus
+from moclip.losses import (INIT_LOGIT_SCALE, alignment_loss, contrastive_loss,
+                           distillation_loss, false_negative_mask, weighted_loss)
+from moclip.model import CheckpointMeta, build_moclip, load_checkpoint, save_checkpoint
+from moclip.motion_encoder import (MotionEncoder, MotionEncoderConfig, joint_token_index,
+                                   skeleton_attention_mask)
+from moclip.pairs import PairSet, collate_pairs, stable_key
+from moclip.metrics import r_precision
+from moclip.retrieval import evaluate_retrieval, recall_metrics, teacher_drift
+from moclip.skeletons import SKELETONS
+from moclip.text_encoders import (TeacherCache, TextEncoderError, TextEncoderSpec,
+                                  build_text_encoder, frozen_copy)
+from moclip.training import FinetuneConfig, fit, lr_factor
+
+ALL = list(SKELETONS.values())
+TINY = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
+SMALL_MOTION = MotionEncoderConfig(joint_width=16, temporal_width=32, temporal_layers=1,
+                                   heads=2, dropout=0.0, frame_stride=4)
+
+
+@pytest.mark.parametrize("skeleton", ALL, ids=[s.name for s in ALL])
+def test_attention_mask_is_adjacency_plus_self_plus_cross_links(skeleton):
+    allowed = skeleton_attention_mask(skeleton)
+    expected = {(j, j) for j in range(skeleton.num_joints)}
+    for a, b in skeleton.bones + skeleton.cross_limb_links():
+        expected |= {(a, b), (b, a)}
+    assert {tuple(ij) for ij in allowed.nonzero().tolist()} == expected
+    left_hand, right_hand = skeleton.hands
+    assert allowed[left_hand, right_hand] and allowed[skeleton.feet[0], skeleton.feet[1]]
+    assert not skeleton_attention_mask(skeleton, cross_limb=False)[left_hand, right_hand]
+    encoder = MotionEncoder(skeleton, 8, SMALL_MOTION)
+    assert torch.equal(encoder.spatial_blocked, ~allowed)
+
+
+@pytest.mark.parametrize("skeleton", ALL, ids=[s.name for s in ALL])
+def test_joint_tokens_use_every_feature_exactly_once(skeleton):
+    index = joint_token_index(skeleton)
+    used = index[index < skeleton.feature_dim]
+    assert sorted(used.tolist()) == list(range(skeleton.feature_dim))
+
+
+def test_motion_encoder_ignores_padding():
+    torch.manual_seed(0)
+    skeleton = SKELETONS["humanml3d"]
+    encoder = MotionEncoder(skeleton, 8, SMALL_MOTION).eval()
+    motion = torch.randn(1, 40, skeleton.feature_dim)
+    padded = torch.cat((motion, 100 * torch.randn(1, 24, skeleton.feature_dim)), dim=1)
+    mask = torch.zeros(1, 64, dtype=torch.bool)
+    mask[:, :40] = True
+    with torch.no_grad():
+        alone = encoder(motion, torch.ones(1, 40, dtype=torch.bool))
+        batched = encoder(torch.cat((padded, torch.randn(1, 64, skeleton.feature_dim))),
+                          torch.cat((mask, torch.ones(1, 64, dtype=torch.bool))))
+    assert torch.allclose(alone, batched[:1], atol=1e-5)
+
+
+def test_contrastive_loss_limits_and_symmetry():
+    batch = 8
+    same = torch.ones(batch, 16)
+    scale = torch.tensor(INIT_LOGIT_SCALE)
+    assert contrastive_loss(same, same, scale).item() == pytest.approx(math.log(batch), rel=1e-6)
+    eye = torch.eye(batch, 16)
+    big = torch.tensor(math.log(100.0))
+    assert contrastive_loss(eye, eye, big).item() < 1e-30 + 1e-6
+    torch.manual_seed(0)
+    a, b = torch.randn(batch, 16), torch.randn(batch, 16)
+    assert contrastive_loss(a, b, scale).item() == pytest.approx(contrastive_loss(b, a, scale).item())
+    # The temperature is clamped at 100.
+    assert contrastive_loss(a, b, torch.tensor(10.0)) == contrastive_loss(a, b, torch.tensor(math.log(100)))
+
+
+def test_duplicates_are_not_negatives():
+    torch.manual_seed(1)
+    text = torch.randn(3, 8)
+    motion = torch.randn(3, 8)
+    motion[1] = motion[0]  # two captions of one motion
+    keys = torch.tensor([5, 5, 9])
+    assert false_negative_mask(keys, None, 3).tolist() == [[False, True, False],
+                                                          [True, False, False],
+                                                          [False, False, False]]
+    scale = torch.tensor(0.0)
+    masked = contrastive_loss(text, motion, scale, motion_keys=keys)
+    logits = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(motion, dim=-1).T
+    logits[0, 1] = logits[1, 0] = float("-inf")
+    target = torch.arange(3)
+    manual = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                    + torch.nn.functional.cross_entropy(logits.T, target))
+    assert masked.item() == pytest.approx(manual.item(), rel=1e-6)
+    assert masked < contrastive_loss(text, motion, scale)
+    # Identical captions are masked the same way, through their text keys.
+    captions = ["a man walks.", "a man walks.", "a man runs."]
+    text_keys = torch.tensor([stable_key(c) for c in captions])
+    assert false_negative_mask(None, text_keys, 3)[0, 1]
+
+
+def test_distillation_and_alignment_terms():
+    torch.manual_seed(2)
+    x = torch.randn(4, 8)
+    assert distillation_loss(x, 3 * x).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation_loss(x, -x).item() == pytest.approx(4.0, rel=1e-6)
+    assert alignment_loss(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)
+    terms = {"contrastive": torch.tensor(1.0), "distill": torch.tensor(2.0), "align": torch.tensor(3.0)}
+    assert weighted_loss(terms, 1.0, 0.5, 2.0).item() == pytest.approx(8.0)
+
+
+def test_distillation_is_zero_at_initialisation():
+    encoder, tokenizer, width = build_text_encoder(TINY)
+    assert width == 32
+    teacher = TeacherCache(frozen_copy(encoder), tokenizer)
+    captions = ["a person waves.", "someone jumps twice."]
+    with torch.no_grad():
+        student = encoder(tokenizer(captions))
+    assert distillation_loss(student, teacher(captions)).item() == pytest.approx(0.0, abs=1e-10)
+    assert not any(p.requires_grad for p in teacher.teacher.parameters())
+
+
+def test_teacher_cache_computes_each_caption_once(tmp_path):
+    encoder, tokenizer, _ = build_text_encoder(TINY)
+    calls = []
+    teacher = TeacherCache(frozen_copy(encoder), lambda texts: calls.append(list(texts)) or tokenizer(texts))
+    first = teacher(["a", "b", "a"])
+    teacher(["b", "c"])
+    assert calls == [["a", "b"], ["c"]]
+    assert torch.equal(first[0], first[2])
+    teacher.save(tmp_path / "cache.npz")
+    other = TeacherCache(teacher.teacher, tokenizer)
+    assert other.load(tmp_path / "cache.npz") == 3
+    assert torch.equal(other(["c"]), teacher(["c"]))
+
+
+def test_minilm_tower_is_the_bundled_sentence_encoder():
+    encoder, tokenizer, width = build_text_encoder(TextEncoderSpec(kind="hf"))
+    assert width == 384
+    assert encoder.clip.visual is None
+    with torch.no_grad():
+        e = torch.nn.functional.normalize(encoder(tokenizer(
+            ["a person walks forward.", "someone strolls ahead.", "the stock market fell."])), dim=-1)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_open_clip_offline_error_says_how_to_give_a_local_file():
+    with pytest.raises(TextEncoderError, match=r"pretrained='/path/to/open_clip_pytorch_model.bin'"):
+        build_text_encoder(TextEncoderSpec(kind="open_clip", model="ViT-B-32",
+                                           pretrained="openai", offline=True))
+    with pytest.raises(TextEncoderError, match="neither a file nor a tag"):
+        build_text_encoder(TextEncoderSpec(kind="open_clip", model="ViT-B-32", pretrained="nope"))
+    with pytest.raises(TextEncoderError, match="unknown open_clip model"):
+        build_text_encoder(TextEncoderSpec(kind="open_clip", model="ViT-Z-99"))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        TextEncoderSpec(kind="bert")
+
+
+def test_warmup_then_cosine_schedule():
+    assert lr_factor(0, 10, 100, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.0) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100, 0.0) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, 0.0) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def small_pairs(tiny_corpus):
+    train = load_dataset(tiny_corpus, "train")
+    return train, PairSet(train)
+
+
+def _fit(pairs, skeleton, steps=20, seed=0, **overrides):
+    model, tokenizer = build_moclip(TINY, skeleton, SMALL_MOTION, seed=seed)
+    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    config = FinetuneConfig(steps=steps, batch_size=16, lr_text=1e-4, lr_motion=1e-3,
+                            warmup_steps=5, seed=seed, **overrides)
+    torch.manual_seed(seed)
+    history = fit(model, pairs, tokenizer, teacher, config)
+    return model, tokenizer, teacher, config, history
+
+
+@pytest.mark.slow
+def test_loss_falls_within_100_steps_on_200_pairs(tmp_path):
+    build_corpus(tmp_path / "c", 80, seed=3, workers=1, progress=False)
+    data = load_dataset(tmp_path / "c", "all")
+    train = data.subset(data.motion_ids[:67])
+    pairs = PairSet(train, data.mean, data.std)
+    assert len(pairs) == 201
+    _, _, _, _, history = _fit(pairs, train.skeleton, steps=100)
+    losses = [h["contrastive"] for h in history]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_same_seed_same_numbers_on_cpu(small_pairs):
+    train, pairs = small_pairs
+    first = _fit(pairs, train.skeleton, steps=6)[4]
+    second = _fit(pairs, train.skeleton, steps=6)[4]
+    assert [h["loss"] for h in first] == [h["loss"] for h in second]
+    third = _fit(pairs, train.skeleton, steps=6, seed=1)[4]
+    assert [h["loss"] for h in first] != [h["loss"] for h in third]
+
+
+def test_checkpoint_round_trip(small_pairs, tmp_path):
+    train, pairs = small_pairs
+    model, tokenizer, teacher, config, _ = _fit(pairs, train.skeleton, steps=3)
+    meta = CheckpointMeta(step=3, text_spec=TINY, motion_config=SMALL_MOTION,
+                          skeleton=train.skeleton.name, train_config=config.to_dict(),
+                          data_fingerprint=train.fingerprint(), mean=train.mean, std=train.std)
+    path = save_checkpoint(tmp_path / "ckpt.pt", model, meta)
+    loaded, loaded_tokenizer, loaded_meta, _ = load_checkpoint(path)
+    assert loaded_meta.step == 3 and loaded_meta.data_fingerprint == train.fingerprint()
+    assert loaded_meta.train_config == config.to_dict() and np.array_equal(loaded_meta.mean, train.mean)
+    batch = collate_pairs([pairs[i] for i in range(4)])
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        a = model(tokenizer(batch.texts), batch.features, batch.mask)
+        b = loaded(loaded_tokenizer(batch.texts), batch.features, batch.mask)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_retrieval_metrics_on_known_embeddings():
+    eye = torch.eye(64)
+    items = torch.arange(64)
+    perfect = recall_metrics(eye, eye, items)
+    assert perfect["t2m_R@1"] == 1.0 and perfect["m2t_median_rank"] == 1.0
+    assert r_precision(eye, eye, distance="cosine")["r_precision_top1"] == 1.0
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(3200, 16), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(3200, 16), dim=-1)
+    chance = r_precision(a, b, distance="cosine")
+    for k in (1, 2, 3):
+        assert chance[f"r_precision_top{k}"] == pytest.approx(k / 32, abs=0.015)
+    assert teacher_drift(a, a) == pytest.approx(1.0)
+
+
+def test_evaluate_retrieval_reports_every_metric(small_pairs, tiny_corpus):
+    train, pairs = small_pairs
+    model, tokenizer, teacher, _, _ = _fit(pairs, train.skeleton, steps=2)
+    test = load_dataset(tiny_corpus, "all")
+    scores = evaluate_retrieval(model, tokenizer, teacher, test, train.mean, train.std)
+    for key in ("t2m_R@1", "t2m_R@10", "m2t_R@5", "t2m_median_rank", "r_precision_top3",
+                "teacher_drift"):
+        assert key in scores
+    assert scores["num_texts"] == 180 and 0 <= scores["r_precision_top1"] <= 1
