@@ -94,7 +94,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run(args.one, args.steps, args.batch_size, args.frame_stride, device)))
         return
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else platform.processor() or platform.machine())
     print(f"device: {device} ({where}), torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, batch {args.batch_size}, 120 frames, stride "
           f"{args.frame_stride}")

@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{metrics['pairs_per_s']:.0f} pairs/s, {time.monotonic() - started:.0f} s",
                   flush=True)
 
-    torch.manual_seed(args.seed)
     fit(model, pairs, tokenizer, teacher, config, device, on_step=report)
     if rank == 0:
         model.to(device)

@@ -73,3 +73,18 @@ def collate_pairs(samples: list[tuple[torch.Tensor, str, int, int]]) -> Batch:
     motions, texts, motion_keys, text_keys = zip(*samples)
     features, mask = pad_motions(list(motions))
     return Batch(features, mask, list(texts), torch.tensor(motion_keys), torch.tensor(text_keys))
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                            window: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices whose lengths are close: shuffle, sort each window of
+    `window` batches by length, cut into batches, shuffle the batches. Padding, and so the
+    cost of a step, falls to about the batch's own lengths; a remainder is left out."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    batches = []
+    span = batch_size * window
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk) - batch_size + 1,
+                                                            batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

@@ -172,9 +172,14 @@ def fit(model: MoCLIP, pairs: PairSet, tokenizer: Tokenizer, teacher: TeacherCac
     """Train for config.steps steps (from `start_step`); returns the per-step metrics.
 
     Under an initialised process group the model is wrapped in DDP unless it already is.
+    Seeds torch's global generator from config.seed, so the same config gives the same numbers.
     `on_step(step, metrics)` is called after every step (logging, checkpoints, Ray reports).
     """
     device = torch.device(device)
+    # Dropout draws from torch's global generator: seeding it here makes a run a function of
+    # config.seed (and the rank, so DDP workers do not share masks).
+    torch.manual_seed(config.seed + (dist.get_rank() if dist.is_available() and
+                                     dist.is_initialized() else 0) + start_step)
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
     ddp = dist.is_available() and dist.is_initialized()

@@ -176,7 +176,6 @@ def _fit(pairs, skeleton, steps=20, seed=0, **overrides):
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
     config = FinetuneConfig(steps=steps, batch_size=16, lr_text=1e-4, lr_motion=1e-3,
                             warmup_steps=5, seed=seed, **overrides)
-    torch.manual_seed(seed)
     history = fit(model, pairs, tokenizer, teacher, config)
     return model, tokenizer, teacher, config, history
 
@@ -247,3 +246,16 @@ def test_evaluate_retrieval_reports_every_metric(small_pairs, tiny_corpus):
                 "teacher_drift"):
         assert key in scores
     assert scores["num_texts"] == 180 and 0 <= scores["r_precision_top1"] <= 1
+
+
+def test_length_buckets_cover_each_index_once_and_group_lengths():
+    from moclip.pairs import length_bucketed_batches
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(40, 197, 1000)]
+    batches = length_bucketed_batches(lengths, 16, torch.Generator().manual_seed(0), window=10)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) and len(flat) >= 1000 - 16 * 7
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 20  # random batches of 16 spread over ~130 frames
+    again = length_bucketed_batches(lengths, 16, torch.Generator().manual_seed(0), window=10)
+    assert again == batches

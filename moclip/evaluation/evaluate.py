@@ -36,7 +36,7 @@ def evaluate(generator: MotionGenerator, text_encoder: TextEmbedder, clean_promp
     if not float(evaluator.reference_sigma.abs().sum()) > 0:
         raise ValueError("the evaluator has no reference statistics of real motions; train it "
                          "with moclip.evaluation.train_evaluator")
-    reference = (evaluator.reference_mu.numpy(), evaluator.reference_sigma.numpy())
+    reference = (evaluator.reference_mu.cpu().numpy(), evaluator.reference_sigma.cpu().numpy())
     text_features = evaluator.encode_texts(list(clean_prompts))
     per_repeat: dict[str, list[float]] = {}
     for repeat in range(repeats):

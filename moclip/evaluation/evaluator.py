@@ -174,13 +174,14 @@ def save_evaluator(path: Path | str, evaluator: Evaluator, data_fingerprint: str
     return path
 
 
-def load_evaluator(path: Path | str, map_location: str = "cpu") -> tuple[Evaluator, dict]:
+def load_evaluator(path: Path | str, device: str | torch.device = "cpu"
+                   ) -> tuple[Evaluator, dict]:
     """(frozen evaluator, stored state: data fingerprint, ground-truth figures, ...)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: evaluator not found; train one with "
                                 f"python -m moclip.evaluation.train_evaluator")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != EVALUATOR_FORMAT:
         raise ValueError(f"{path}: not an evaluator file of format {EVALUATOR_FORMAT}")
     config = EvaluatorConfig(**state["config"])
@@ -188,7 +189,7 @@ def load_evaluator(path: Path | str, map_location: str = "cpu") -> tuple[Evaluat
     evaluator = Evaluator(Vocabulary(tuple(state["vocab"])), state["feature_dim"],
                           model["mean"].numpy(), model["std"].numpy(), config)
     evaluator.load_state_dict(model)
-    evaluator.eval()
+    evaluator.eval().to(device)
     for parameter in evaluator.parameters():
         parameter.requires_grad_(False)
     return evaluator, state

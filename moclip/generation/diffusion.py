@@ -200,12 +200,13 @@ def save_generator(path: Path | str, generator: DiffusionGenerator, data_fingerp
     return path
 
 
-def load_generator(path: Path | str, map_location: str = "cpu") -> tuple[DiffusionGenerator, dict]:
+def load_generator(path: Path | str, device: str | torch.device = "cpu"
+                   ) -> tuple[DiffusionGenerator, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: generator not found; train one with "
                                 f"python -m moclip.generation.train_generator")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != GENERATOR_FORMAT:
         raise ValueError(f"{path}: not a generator file of format {GENERATOR_FORMAT}")
     model = state["model"]
@@ -213,7 +214,7 @@ def load_generator(path: Path | str, map_location: str = "cpu") -> tuple[Diffusi
                                    model["mean"].numpy(), model["std"].numpy(),
                                    DiffusionConfig(**state["config"]), state["encoder_id"])
     generator.load_state_dict(model)
-    generator.eval()
+    generator.eval().to(device)
     for parameter in generator.parameters():
         parameter.requires_grad_(False)
     return generator, state

@@ -19,7 +19,7 @@ import torch
 
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
-from moclip.pairs import PairSet, collate_pairs
+from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
 from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
 
 
@@ -42,10 +42,10 @@ def train_generator(train: MotionDataset, embedder: TextEmbedder, steps: int = 3
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     generator.train()
+    lengths = [train.items[i].num_frames for i, _ in pairs.index]
     while len(losses) < steps:
-        order = torch.randperm(len(pairs), generator=sampler)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = collate_pairs([pairs[int(i)] for i in order[start : start + batch_size]])
+        for rows in length_bucketed_batches(lengths, batch_size, sampler):
+            batch = collate_pairs([pairs[i] for i in rows])
             text = torch.stack([embedded[t] for t in batch.texts])
             loss = generator.training_loss(batch.features, batch.mask, text, sampler)
             optimizer.zero_grad(set_to_none=True)
