@@ -45,11 +45,24 @@ def ensure_env() -> Path:
     if not _python().exists():
         print(f"[dev] creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
-    print("[dev] installing moclip-sweeps and its pinned environment (a few minutes the first time)",
-          flush=True)
+    print(
+        "[dev] installing moclip-sweeps and its pinned environment (a few minutes the first time)",
+        flush=True,
+    )
     subprocess.run(
-        [str(_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(CONSTRAINTS), *DEV_PINS, "-e", f"{ROOT}[dev]"],
+        [
+            str(_python()),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(CONSTRAINTS),
+            *DEV_PINS,
+            "-e",
+            f"{ROOT}[dev]",
+        ],
         check=True,
     )
     stamp.write_text(want)

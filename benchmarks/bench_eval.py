@@ -43,15 +43,27 @@ def main() -> None:
     device = torch.device(args.device)
     dim = HUMANML3D.feature_dim
     zeros, ones = np.zeros(dim), np.ones(dim)
-    generator = (load_generator(args.generator, args.device)[0] if args.generator
-                 else DiffusionGenerator(dim, 384, zeros, ones).eval()).to(device)
-    evaluator = (load_evaluator(args.evaluator, args.device)[0] if args.evaluator
-                 else Evaluator(Vocabulary(("<pad>", "<unk>", "a", "person", "walks")), dim,
-                                zeros, ones).eval()).to(device)
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else platform.processor() or platform.machine())
-    print(f"device: {device} ({where}), torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}; {args.motions} motions of {args.frames} frames")
+    generator = (
+        load_generator(args.generator, args.device)[0]
+        if args.generator
+        else DiffusionGenerator(dim, 384, zeros, ones).eval()
+    ).to(device)
+    evaluator = (
+        load_evaluator(args.evaluator, args.device)[0]
+        if args.evaluator
+        else Evaluator(
+            Vocabulary(("<pad>", "<unk>", "a", "person", "walks")), dim, zeros, ones
+        ).eval()
+    ).to(device)
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"device: {device} ({where}), torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}; {args.motions} motions of {args.frames} frames"
+    )
     text = torch.randn(args.motions, generator.text_width)
     lengths = [args.frames] * args.motions
     seeds = list(range(args.motions))
@@ -60,8 +72,10 @@ def main() -> None:
     for steps in args.steps:
         for guidance in (2.5, 1.0):
             seconds = timed(lambda: generator.sample(text, lengths, seeds, steps, guidance))
-            print(f"{steps:>10}  {guidance:8.1f}  {seconds:7.2f}  {args.motions / seconds:9.1f}"
-                  f"  {1000 * seconds / args.motions:18.1f}")
+            print(
+                f"{steps:>10}  {guidance:8.1f}  {seconds:7.2f}  {args.motions / seconds:9.1f}"
+                f"  {1000 * seconds / args.motions:18.1f}"
+            )
     motions = [np.random.default_rng(i).normal(size=(args.frames, dim)) for i in range(1024)]
     captions = ["a person walks forward and then turns left."] * 1024
     evaluator.encode_motions(motions[:8])

@@ -34,20 +34,29 @@ TOWERS = {
     # Architecture only (no download): throughput does not depend on the weights' values.
     "vit-b-32": TextEncoderSpec(kind="open_clip", model="ViT-B-32", pretrained=None),
 }
-WORDS = "a person walks runs jumps forward backward slowly quickly left right then turns waves".split()
+WORDS = (
+    "a person walks runs jumps forward backward slowly quickly left right then turns waves".split()
+)
 
 
 def fake_batch(size: int, frames: int, generator: torch.Generator) -> Batch:
-    texts = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (10,), generator=generator))
-             for _ in range(size)]
-    return Batch(torch.randn(size, frames, HUMANML3D.feature_dim, generator=generator),
-                 torch.ones(size, frames, dtype=torch.bool), texts,
-                 torch.arange(size), torch.arange(size))
+    texts = [
+        " ".join(WORDS[i] for i in torch.randint(len(WORDS), (10,), generator=generator))
+        for _ in range(size)
+    ]
+    return Batch(
+        torch.randn(size, frames, HUMANML3D.feature_dim, generator=generator),
+        torch.ones(size, frames, dtype=torch.bool),
+        texts,
+        torch.arange(size),
+        torch.arange(size),
+    )
 
 
 def run(name: str, steps: int, batch_size: int, frame_stride: int, device: torch.device) -> dict:
-    model, tokenizer = build_moclip(TOWERS[name], HUMANML3D,
-                                    MotionEncoderConfig(frame_stride=frame_stride))
+    model, tokenizer = build_moclip(
+        TOWERS[name], HUMANML3D, MotionEncoderConfig(frame_stride=frame_stride)
+    )
     model.to(device)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
     config = FinetuneConfig(steps=steps + 3, batch_size=batch_size)
@@ -59,16 +68,32 @@ def run(name: str, steps: int, batch_size: int, frame_stride: int, device: torch
     for step in range(steps + 3):
         if step == 1:  # count the model FLOPs of one whole step (forward and backward)
             with FlopCounterMode(display=False) as counter:
-                train_step(model, fake_batch(batch_size, 120, generator), tokenizer, teacher,
-                           optimizer, scheduler, config, device)
+                train_step(
+                    model,
+                    fake_batch(batch_size, 120, generator),
+                    tokenizer,
+                    teacher,
+                    optimizer,
+                    scheduler,
+                    config,
+                    device,
+                )
             flops = counter.get_total_flops()
             continue
         if step == 3:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
-        train_step(model, fake_batch(batch_size, 120, generator), tokenizer, teacher, optimizer,
-                   scheduler, config, device)
+        train_step(
+            model,
+            fake_batch(batch_size, 120, generator),
+            tokenizer,
+            teacher,
+            optimizer,
+            scheduler,
+            config,
+            device,
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -76,9 +101,14 @@ def run(name: str, steps: int, batch_size: int, frame_stride: int, device: torch
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return {"tower": name, "params_m": params, "pairs_per_s": steps * batch_size / seconds,
-            "step_ms": 1000 * seconds / steps, "peak_mib": peak,
-            "tflops": flops * steps / seconds / 1e12}
+    return {
+        "tower": name,
+        "params_m": params,
+        "pairs_per_s": steps * batch_size / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "peak_mib": peak,
+        "tflops": flops * steps / seconds / 1e12,
+    }
 
 
 def main() -> None:
@@ -94,26 +124,46 @@ def main() -> None:
     if args.one:
         print(json.dumps(run(args.one, args.steps, args.batch_size, args.frame_stride, device)))
         return
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else platform.processor() or platform.machine())
-    print(f"device: {device} ({where}), torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, batch {args.batch_size}, 120 frames, stride "
-          f"{args.frame_stride}")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    print(
+        f"device: {device} ({where}), torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, batch {args.batch_size}, 120 frames, stride "
+        f"{args.frame_stride}"
+    )
     rows = []
     for name in args.towers:
-        cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--frame-stride", str(args.frame_stride),
-               "--device", args.device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--frame-stride",
+            str(args.frame_stride),
+            "--device",
+            args.device,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     reference = rows[0]["pairs_per_s"]
     print("\ntower      params(M)  pairs/s  step ms  vs first  peak MiB  model TFLOP/s")
     for row in rows:
-        print(f"{row['tower']:<10} {row['params_m']:9.1f} {row['pairs_per_s']:8.0f} "
-              f"{row['step_ms']:8.0f} {row['pairs_per_s'] / reference:8.2f}x "
-              f"{row['peak_mib']:9.0f}  {row['tflops']:13.3f}")
-    print("(model TFLOP/s counts the matrix FLOPs of forward and backward, torch's FlopCounterMode;"
-          " divide by the device's peak for the utilisation)")
+        print(
+            f"{row['tower']:<10} {row['params_m']:9.1f} {row['pairs_per_s']:8.0f} "
+            f"{row['step_ms']:8.0f} {row['pairs_per_s'] / reference:8.2f}x "
+            f"{row['peak_mib']:9.0f}  {row['tflops']:13.3f}"
+        )
+    print(
+        "(model TFLOP/s counts the matrix FLOPs of forward and backward, torch's FlopCounterMode;"
+        " divide by the device's peak for the utilisation)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build here instead of a temporary folder")
     args = parser.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-synthetic-"))
     rows = []
     for workers in args.workers:
@@ -45,13 +47,18 @@ def main() -> None:
         seconds = time.perf_counter() - started
         size, files = folder_size(out)
         rows.append((workers, seconds, size, files))
-        print(f"workers {workers}: {seconds:7.1f} s  {args.num_motions / seconds:6.0f} motions/s  "
-              f"{size / 2**20:7.1f} MiB in {files} files", flush=True)
+        print(
+            f"workers {workers}: {seconds:7.1f} s  {args.num_motions / seconds:6.0f} motions/s  "
+            f"{size / 2**20:7.1f} MiB in {files} files",
+            flush=True,
+        )
     reference = rows[0][1]
     print("\nworkers  seconds  motions/s  speed-up   size MiB")
     for workers, seconds, size, _ in rows:
-        print(f"{workers:>7}  {seconds:7.1f}  {args.num_motions / seconds:9.0f}  "
-              f"{reference / seconds:8.2f}x  {size / 2**20:9.1f}")
+        print(
+            f"{workers:>7}  {seconds:7.1f}  {args.num_motions / seconds:9.0f}  "
+            f"{reference / seconds:8.2f}x  {size / 2**20:9.1f}"
+        )
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
 

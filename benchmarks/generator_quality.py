@@ -49,18 +49,38 @@ def main() -> None:
     generator.config = replace(generator.config, sample_steps=args.steps)
 
     started = time.perf_counter()
-    real = evaluate(generator, embedder, prompts, prompts, lengths, evaluator, args.repeats,
-                    args.seed, mm_prompts=0)
+    real = evaluate(
+        generator,
+        embedder,
+        prompts,
+        prompts,
+        lengths,
+        evaluator,
+        args.repeats,
+        args.seed,
+        mm_prompts=0,
+    )
     seconds = time.perf_counter() - started
-    control = evaluate(generator, embedder, prompts, shuffled, lengths, evaluator, args.repeats,
-                       args.seed, mm_prompts=0)
+    control = evaluate(
+        generator,
+        embedder,
+        prompts,
+        shuffled,
+        lengths,
+        evaluator,
+        args.repeats,
+        args.seed,
+        mm_prompts=0,
+    )
     truth = evaluator_state["figures"]
     print(f"{len(prompts)} test prompts, {args.repeats} repeats, {args.steps} DDIM steps")
     print(f"\n{'metric':<18} {'generator':>18} {'shuffled control':>18} {'real motions':>14}")
     for name in METRICS:
         gt = truth.get(name, truth.get("fid_train_vs_test") if name == "fid" else float("nan"))
-        print(f"{name:<18} {real[name]:10.3f} ± {real[name + '_ci95']:5.3f} "
-              f"{control[name]:10.3f} ± {control[name + '_ci95']:5.3f} {gt:14.3f}")
+        print(
+            f"{name:<18} {real[name]:10.3f} ± {real[name + '_ci95']:5.3f} "
+            f"{control[name]:10.3f} ± {control[name + '_ci95']:5.3f} {gt:14.3f}"
+        )
     per_thousand = seconds / (args.repeats * len(prompts)) * 1000
     print(f"\ngeneration + scoring: {per_thousand:.0f} s per 1000 motions on this machine")
 

@@ -1,6 +1,6 @@
 """Render the README's example motions: the first single-action motion of each listed family.
 
-    python docs/render_examples.py [--out docs/images] [--seed 0]
+python docs/render_examples.py [--out docs/images] [--seed 0]
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ def main() -> None:
         family = motion.families[0]
         if len(motion.families) == 1 and family in wanted:
             wanted.discard(family)
-            out = render_strip(motion.positions, args.out / f"{family.replace(' ', '_')}.png",
-                               frames=6, title=f"“{motion.captions[0].text}”")
+            out = render_strip(
+                motion.positions,
+                args.out / f"{family.replace(' ', '_')}.png",
+                frames=6,
+                title=f"“{motion.captions[0].text}”",
+            )
             print(f"wrote {out}")
 
 

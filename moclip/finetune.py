@@ -55,13 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if distributed else 0
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                          if torch.cuda.is_available() else "cpu")
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    )
     try:
-        config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size,
-                                lr_text=args.lr_text, lr_motion=args.lr_motion,
-                                w_contrastive=args.w_contrastive, w_distill=args.w_distill,
-                                w_align=args.w_align, seed=args.seed, log_every=args.log_every)
+        config = FinetuneConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr_text=args.lr_text,
+            lr_motion=args.lr_motion,
+            w_contrastive=args.w_contrastive,
+            w_distill=args.w_distill,
+            w_align=args.w_align,
+            seed=args.seed,
+            log_every=args.log_every,
+        )
         spec = TextEncoderSpec(kind=args.encoder, model=args.model, pretrained=args.pretrained)
         motion_config = MotionEncoderConfig(frame_stride=args.frame_stride)
         train = load_dataset(args.data, "train")
@@ -73,30 +81,46 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = build_moclip(spec, train.skeleton, motion_config, seed=args.seed)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
     if rank == 0:
-        print(f"[finetune] {len(subset.motion_ids)} motions, {len(pairs)} pairs "
-              f"(fraction {args.fraction}); encoder {spec.kind} width {model.text.width}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters", flush=True)
+        print(
+            f"[finetune] {len(subset.motion_ids)} motions, {len(pairs)} pairs "
+            f"(fraction {args.fraction}); encoder {spec.kind} width {model.text.width}; "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
+            flush=True,
+        )
     started = time.monotonic()
 
     def report(step: int, metrics: dict[str, float]) -> None:
         if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-            print(f"[finetune] step {step}/{config.steps} loss {metrics['loss']:.3f} "
-                  f"(contrastive {metrics['contrastive']:.3f}, distill {metrics['distill']:.4f}) "
-                  f"{metrics['pairs_per_s']:.0f} pairs/s, {time.monotonic() - started:.0f} s",
-                  flush=True)
+            print(
+                f"[finetune] step {step}/{config.steps} loss {metrics['loss']:.3f} "
+                f"(contrastive {metrics['contrastive']:.3f}, distill {metrics['distill']:.4f}) "
+                f"{metrics['pairs_per_s']:.0f} pairs/s, {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
 
     fit(model, pairs, tokenizer, teacher, config, device, on_step=report)
     if rank == 0:
         model.to(device)
-        scores = evaluate_retrieval(model, tokenizer, teacher, test, train.mean, train.std,
-                                    seed=args.seed, device=device)
-        meta = CheckpointMeta(step=config.steps, text_spec=spec, motion_config=motion_config,
-                              skeleton=train.skeleton.name, train_config=config.to_dict(),
-                              data_fingerprint=subset.fingerprint(), mean=train.mean,
-                              std=train.std)
+        scores = evaluate_retrieval(
+            model, tokenizer, teacher, test, train.mean, train.std, seed=args.seed, device=device
+        )
+        meta = CheckpointMeta(
+            step=config.steps,
+            text_spec=spec,
+            motion_config=motion_config,
+            skeleton=train.skeleton.name,
+            train_config=config.to_dict(),
+            data_fingerprint=subset.fingerprint(),
+            mean=train.mean,
+            std=train.std,
+        )
         save_checkpoint(args.out, model, meta)
-        result = {"fraction": args.fraction, "pairs": len(pairs), "seconds":
-                  round(time.monotonic() - started, 1), **scores}
+        result = {
+            "fraction": args.fraction,
+            "pairs": len(pairs),
+            "seconds": round(time.monotonic() - started, 1),
+            **scores,
+        }
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
     if distributed:

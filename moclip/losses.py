@@ -11,16 +11,20 @@ INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = 100.0
 
 
-def similarity_logits(text: torch.Tensor, motion: torch.Tensor,
-                      log_scale: torch.Tensor) -> torch.Tensor:
+def similarity_logits(
+    text: torch.Tensor, motion: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
     """S_ij = min(exp(s), 100) * cos(t_i, m_j)."""
     scale = log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     return scale * F.normalize(text, dim=-1) @ F.normalize(motion, dim=-1).T
 
 
-def false_negative_mask(motion_keys: torch.Tensor | None,
-                        text_keys: torch.Tensor | None, size: int,
-                        device: torch.device | None = None) -> torch.Tensor:
+def false_negative_mask(
+    motion_keys: torch.Tensor | None,
+    text_keys: torch.Tensor | None,
+    size: int,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """(B, B) bool, True off the diagonal where pair i and pair j share a motion or a caption:
     such a pair is not a negative of the other."""
     mask = torch.zeros(size, size, dtype=torch.bool, device=device)
@@ -31,9 +35,13 @@ def false_negative_mask(motion_keys: torch.Tensor | None,
     return mask
 
 
-def contrastive_loss(text: torch.Tensor, motion: torch.Tensor, log_scale: torch.Tensor,
-                     motion_keys: torch.Tensor | None = None,
-                     text_keys: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(
+    text: torch.Tensor,
+    motion: torch.Tensor,
+    log_scale: torch.Tensor,
+    motion_keys: torch.Tensor | None = None,
+    text_keys: torch.Tensor | None = None,
+) -> torch.Tensor:
     """L = (CE(S, I) + CE(S^T, I)) / 2 over the scaled cosine matrix S, false negatives removed.
 
     Off-diagonal entries whose pairs share a motion (`motion_keys`) or an identical caption
@@ -58,8 +66,15 @@ def alignment_loss(text: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     return (1.0 - F.cosine_similarity(text, motion, dim=-1)).mean()
 
 
-def weighted_loss(terms: dict[str, torch.Tensor], w_contrastive: float = 1.0,
-                  w_distill: float = 1.0, w_align: float = 0.0) -> torch.Tensor:
+def weighted_loss(
+    terms: dict[str, torch.Tensor],
+    w_contrastive: float = 1.0,
+    w_distill: float = 1.0,
+    w_align: float = 0.0,
+) -> torch.Tensor:
     """L = w_c L_con + w_d L_distill + w_a L_align, from terms named contrastive/distill/align."""
-    return (w_contrastive * terms["contrastive"] + w_distill * terms["distill"]
-            + w_align * terms["align"])
+    return (
+        w_contrastive * terms["contrastive"]
+        + w_distill * terms["distill"]
+        + w_align * terms["align"]
+    )

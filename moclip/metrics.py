@@ -14,8 +14,9 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
 
     Tr((S1 S2)^(1/2)) is computed as the sum of square roots of the eigenvalues of the
@@ -25,8 +26,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"mismatched shapes: mu {mu1.shape} vs {mu2.shape}, sigma "
-                         f"{sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"mismatched shapes: mu {mu1.shape} vs {mu2.shape}, sigma "
+            f"{sigma1.shape} vs {sigma2.shape}"
+        )
     root1 = _psd_sqrt(sigma1)
     middle = root1 @ sigma2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
@@ -57,9 +60,14 @@ def _distances(text: torch.Tensor, motion: torch.Tensor, distance: str) -> torch
     raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
 
 
-def r_precision(text: np.ndarray | torch.Tensor, motion: np.ndarray | torch.Tensor,
-                batch: int = 32, seed: int = 0, top: Sequence[int] = (1, 2, 3),
-                distance: str = "euclidean") -> dict[str, float]:
+def r_precision(
+    text: np.ndarray | torch.Tensor,
+    motion: np.ndarray | torch.Tensor,
+    batch: int = 32,
+    seed: int = 0,
+    top: Sequence[int] = (1, 2, 3),
+    distance: str = "euclidean",
+) -> dict[str, float]:
     """Share of texts whose own motion is among the k nearest of the `batch` motions in its
     batch: rows are matched pairs, shuffled with `seed`, cut into batches of 32 (a remainder
     is left out); chance is k/32."""
@@ -81,8 +89,9 @@ def r_precision(text: np.ndarray | torch.Tensor, motion: np.ndarray | torch.Tens
 
 def matching_score(text: np.ndarray, motion: np.ndarray) -> float:
     """MM-Dist: mean_i ||t_i - m_i|| over matched rows."""
-    return float(np.linalg.norm(np.asarray(text, np.float64) - np.asarray(motion, np.float64),
-                                axis=1).mean())
+    return float(
+        np.linalg.norm(np.asarray(text, np.float64) - np.asarray(motion, np.float64), axis=1).mean()
+    )
 
 
 def diversity(features: np.ndarray, pairs: int = 300, seed: int = 0) -> float:

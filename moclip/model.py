@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch import nn
 from moclip.losses import INIT_LOGIT_SCALE
 from moclip.motion_encoder import MotionEncoder, MotionEncoderConfig
 from moclip.skeletons import Skeleton, get_skeleton
+from moclip.storage import load_state, save_state
 from moclip.text_encoders import TextEncoder, TextEncoderSpec, Tokenizer, build_text_encoder
 
 CHECKPOINT_FORMAT = 1
@@ -27,14 +27,19 @@ class MoCLIP(nn.Module):
         self.motion = motion
         self.log_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
 
-    def forward(self, tokens: torch.Tensor, features: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, features: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.text(tokens), self.motion(features, mask), self.log_scale
 
 
-def build_moclip(spec: TextEncoderSpec, skeleton: Skeleton,
-                 motion_config: MotionEncoderConfig = MotionEncoderConfig(), seed: int = 0,
-                 load_weights: bool = True) -> tuple[MoCLIP, Tokenizer]:
+def build_moclip(
+    spec: TextEncoderSpec,
+    skeleton: Skeleton,
+    motion_config: MotionEncoderConfig = MotionEncoderConfig(),
+    seed: int = 0,
+    load_weights: bool = True,
+) -> tuple[MoCLIP, Tokenizer]:
     """A MoCLIP whose motion head is initialised from `seed` (the text tower from its weights)."""
     text, tokenizer, width = build_text_encoder(spec, load_weights=load_weights)
     with torch.random.fork_rng(devices=[]):
@@ -56,50 +61,53 @@ class CheckpointMeta:
     std: np.ndarray
 
 
-def save_checkpoint(path: Path | str, model: MoCLIP, meta: CheckpointMeta,
-                    optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> Path:
+def save_checkpoint(
+    path: Path | str,
+    model: MoCLIP,
+    meta: CheckpointMeta,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> Path:
     """Write weights, configs, data fingerprint, step (and optimiser state) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "step": meta.step,
-        "text_spec": meta.text_spec.to_dict(),
-        "motion_config": meta.motion_config.to_dict(),
-        "skeleton": meta.skeleton,
-        "train_config": meta.train_config,
-        "data_fingerprint": meta.data_fingerprint,
-        "mean": torch.as_tensor(meta.mean),
-        "std": torch.as_tensor(meta.std),
-        "optimizer": optimizer.state_dict() if optimizer else None,
-        "scheduler": scheduler.state_dict() if scheduler else None,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a reader never sees a half-written checkpoint
-    return path
+    return save_state(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "step": meta.step,
+            "text_spec": meta.text_spec.to_dict(),
+            "motion_config": meta.motion_config.to_dict(),
+            "skeleton": meta.skeleton,
+            "train_config": meta.train_config,
+            "data_fingerprint": meta.data_fingerprint,
+            "mean": torch.as_tensor(meta.mean),
+            "std": torch.as_tensor(meta.std),
+            "optimizer": optimizer.state_dict() if optimizer else None,
+            "scheduler": scheduler.state_dict() if scheduler else None,
+        },
+    )
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu"
-                    ) -> tuple[MoCLIP, Tokenizer, CheckpointMeta, dict]:
+def load_checkpoint(
+    path: Path | str, device: str | torch.device = "cpu"
+) -> tuple[MoCLIP, Tokenizer, CheckpointMeta, dict]:
     """(model, tokenizer, meta, raw state) from a checkpoint of save_checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a MoCLIP checkpoint of format {CHECKPOINT_FORMAT}")
+    state = load_state(
+        path, "MoCLIP checkpoint", CHECKPOINT_FORMAT, "fine-tune one with python -m moclip.finetune"
+    )
     meta = CheckpointMeta(
-        step=state["step"], text_spec=TextEncoderSpec.from_dict(state["text_spec"]),
+        step=state["step"],
+        text_spec=TextEncoderSpec.from_dict(state["text_spec"]),
         motion_config=MotionEncoderConfig(**state["motion_config"]),
-        skeleton=state["skeleton"], train_config=state["train_config"],
-        data_fingerprint=state["data_fingerprint"], mean=state["mean"].numpy(),
+        skeleton=state["skeleton"],
+        train_config=state["train_config"],
+        data_fingerprint=state["data_fingerprint"],
+        mean=state["mean"].numpy(),
         std=state["std"].numpy(),
     )
-    model, tokenizer = build_moclip(meta.text_spec, get_skeleton(meta.skeleton),
-                                    meta.motion_config, load_weights=False)
+    model, tokenizer = build_moclip(
+        meta.text_spec, get_skeleton(meta.skeleton), meta.motion_config, load_weights=False
+    )
     model.load_state_dict(state["model"])
-    return model, tokenizer, meta, state
+    return model.to(device), tokenizer, meta, state

@@ -38,13 +38,21 @@ class MotionEncoderConfig:
     max_frames: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("joint_width", "temporal_width", "heads", "ff_mult", "frame_stride",
-                     "max_frames"):
+        for name in (
+            "joint_width",
+            "temporal_width",
+            "heads",
+            "ff_mult",
+            "frame_stride",
+            "max_frames",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"motion encoder {name} must be >= 1, got {getattr(self, name)}")
         if self.joint_width % self.heads or self.temporal_width % self.heads:
-            raise ValueError(f"joint_width ({self.joint_width}) and temporal_width "
-                             f"({self.temporal_width}) must be multiples of heads ({self.heads})")
+            raise ValueError(
+                f"joint_width ({self.joint_width}) and temporal_width "
+                f"({self.temporal_width}) must be multiples of heads ({self.heads})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -57,8 +65,10 @@ def joint_token_index(skeleton: Skeleton) -> torch.Tensor:
     j_count, dim = skeleton.num_joints, skeleton.feature_dim
     s = feature_slices(j_count)
     pad = dim
-    contacts = {j: s["contacts"].start + k
-                for k, j in enumerate(j for pair in skeleton.foot_joints for j in pair)}
+    contacts = {
+        j: s["contacts"].start + k
+        for k, j in enumerate(j for pair in skeleton.foot_joints for j in pair)
+    }
     rows = []
     for j in range(j_count):
         vel = [s["velocities"].start + 3 * j + k for k in range(3)]
@@ -71,8 +81,9 @@ def joint_token_index(skeleton: Skeleton) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def skeleton_attention_mask(skeleton: Skeleton, cross_limb: bool = True,
-                            hand_foot: bool = False) -> torch.Tensor:
+def skeleton_attention_mask(
+    skeleton: Skeleton, cross_limb: bool = True, hand_foot: bool = False
+) -> torch.Tensor:
     """(J, J) bool, True where joint i may attend to joint j: self, bones, cross-limb links."""
     allowed = torch.eye(skeleton.num_joints, dtype=torch.bool)
     links = list(skeleton.bones)
@@ -94,15 +105,20 @@ def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
 
 
 def _layer(width: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(width, heads, ff_mult * width, dropout, batch_first=True,
-                                      norm_first=True, activation="gelu")
+    return nn.TransformerEncoderLayer(
+        width, heads, ff_mult * width, dropout, batch_first=True, norm_first=True, activation="gelu"
+    )
 
 
 class MotionEncoder(nn.Module):
     """(B, T, D) normalised features + (B, T) validity mask -> (B, out_width) embeddings."""
 
-    def __init__(self, skeleton: Skeleton, out_width: int,
-                 config: MotionEncoderConfig = MotionEncoderConfig()) -> None:
+    def __init__(
+        self,
+        skeleton: Skeleton,
+        out_width: int,
+        config: MotionEncoderConfig = MotionEncoderConfig(),
+    ) -> None:
         super().__init__()
         self.skeleton = skeleton
         self.config = config
@@ -110,18 +126,22 @@ class MotionEncoder(nn.Module):
         self.register_buffer("token_index", joint_token_index(skeleton), persistent=False)
         blocked = ~skeleton_attention_mask(skeleton, config.cross_limb, config.hand_foot)
         self.register_buffer("spatial_blocked", blocked, persistent=False)
-        self.register_buffer("positions", sinusoidal_positions(config.max_frames,
-                                                               config.temporal_width),
-                             persistent=False)
+        self.register_buffer(
+            "positions",
+            sinusoidal_positions(config.max_frames, config.temporal_width),
+            persistent=False,
+        )
         self.joint_in = nn.Linear(TOKEN_WIDTH, config.joint_width)
         self.joint_embedding = nn.Parameter(torch.randn(j_count, config.joint_width) * 0.02)
         self.spatial = nn.ModuleList(
             _layer(config.joint_width, config.heads, config.ff_mult, config.dropout)
-            for _ in range(config.spatial_layers))
+            for _ in range(config.spatial_layers)
+        )
         self.frame_proj = nn.Linear(j_count * config.joint_width, config.temporal_width)
         self.temporal = nn.ModuleList(
             _layer(config.temporal_width, config.heads, config.ff_mult, config.dropout)
-            for _ in range(config.temporal_layers))
+            for _ in range(config.temporal_layers)
+        )
         self.out_norm = nn.LayerNorm(config.temporal_width)
         self.out_proj = nn.Linear(config.temporal_width, out_width)
 
@@ -135,8 +155,10 @@ class MotionEncoder(nn.Module):
         features, mask = features[:, ::stride], mask[:, ::stride]
         batch, frames, _ = features.shape
         if frames > self.config.max_frames:
-            raise ValueError(f"{frames} frames after stride {stride} exceed max_frames="
-                             f"{self.config.max_frames} of the motion encoder")
+            raise ValueError(
+                f"{frames} frames after stride {stride} exceed max_frames="
+                f"{self.config.max_frames} of the motion encoder"
+            )
         x = self.joint_in(self.joint_tokens(features)) + self.joint_embedding
         x = x.reshape(batch * frames, self.skeleton.num_joints, -1)
         for layer in self.spatial:

@@ -20,17 +20,22 @@ def stable_key(text: str) -> int:
 class PairSet(Dataset):
     """Every (item, caption) pair, motions normalised with (mean, std) of the training split."""
 
-    def __init__(self, data: MotionDataset, mean: np.ndarray | None = None,
-                 std: np.ndarray | None = None) -> None:
+    def __init__(
+        self, data: MotionDataset, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    ) -> None:
         mean = data.mean if mean is None else mean
         std = data.std if std is None else std
         if mean is None or std is None:
-            raise ValueError(f"{data.name}/{data.split}: no normalisation statistics; pass mean "
-                             f"and std from the training split (moclip.data.normalization)")
+            raise ValueError(
+                f"{data.name}/{data.split}: no normalisation statistics; pass mean "
+                f"and std from the training split (moclip.data.normalization)"
+            )
         self.data = data
         self.mean = torch.as_tensor(mean, dtype=torch.float32)
         self.std = torch.as_tensor(std, dtype=torch.float32)
-        self.index = [(i, c) for i, item in enumerate(data.items) for c in range(len(item.captions))]
+        self.index = [
+            (i, c) for i, item in enumerate(data.items) for c in range(len(item.captions))
+        ]
         motion_numbers = {m: n for n, m in enumerate(data.motion_ids)}
         self.motion_key = [motion_numbers[item.motion_id] for item in data.items]
 
@@ -54,8 +59,13 @@ class Batch:
     text_keys: torch.Tensor  # (B,) int64, equal for identical captions
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.features.to(device), self.mask.to(device), self.texts,
-                     self.motion_keys.to(device), self.text_keys.to(device))
+        return Batch(
+            self.features.to(device),
+            self.mask.to(device),
+            self.texts,
+            self.motion_keys.to(device),
+            self.text_keys.to(device),
+        )
 
 
 def pad_motions(motions: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +85,9 @@ def collate_pairs(samples: list[tuple[torch.Tensor, str, int, int]]) -> Batch:
     return Batch(features, mask, list(texts), torch.tensor(motion_keys), torch.tensor(text_keys))
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
-                            window: int = 50) -> list[list[int]]:
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, window: int = 50
+) -> list[list[int]]:
     """Shuffled batches of indices whose lengths are close: shuffle, sort each window of
     `window` batches by length, cut into batches, shuffle the batches. Padding, and so the
     cost of a step, falls to about the batch's own lengths; a remainder is left out."""
@@ -85,6 +96,7 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, generator: torc
     span = batch_size * window
     for start in range(0, len(order), span):
         chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk) - batch_size + 1,
-                                                            batch_size)]
+        batches += [
+            chunk[k : k + batch_size] for k in range(0, len(chunk) - batch_size + 1, batch_size)
+        ]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

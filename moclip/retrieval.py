@@ -17,29 +17,39 @@ from moclip.text_encoders import TeacherCache, TextEmbedder, Tokenizer
 RECALL_KS = (1, 2, 3, 5, 10)
 
 
-def embed_texts(model: MoCLIP, tokenizer: Tokenizer, texts: Sequence[str],
-                batch_size: int = 256) -> torch.Tensor:
+def embed_texts(
+    model: MoCLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
     """(N, W) unit-norm text embeddings of the model's (fine-tuned) text tower."""
     return F.normalize(TextEmbedder(model.text, tokenizer, batch_size)(texts), dim=-1)
 
 
 @torch.no_grad()
-def embed_motions(model: MoCLIP, data: MotionDataset, mean: np.ndarray, std: np.ndarray,
-                  batch_size: int = 128, device: torch.device | str = "cpu") -> torch.Tensor:
+def embed_motions(
+    model: MoCLIP,
+    data: MotionDataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(M, W) unit-norm motion embeddings, one per item of `data`."""
     model.eval()
     mean_t, std_t = torch.as_tensor(mean), torch.as_tensor(std)
     out = []
     for i in range(0, len(data), batch_size):
-        motions = [(torch.from_numpy(item.features) - mean_t) / std_t
-                   for item in data.items[i : i + batch_size]]
+        motions = [
+            (torch.from_numpy(item.features) - mean_t) / std_t
+            for item in data.items[i : i + batch_size]
+        ]
         features, mask = pad_motions(motions)
         out.append(model.motion(features.to(device), mask.to(device)).float().cpu())
     return F.normalize(torch.cat(out), dim=-1)
 
 
-def recall_metrics(text: torch.Tensor, motion: torch.Tensor, text_item: torch.Tensor,
-                   ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
+def recall_metrics(
+    text: torch.Tensor, motion: torch.Tensor, text_item: torch.Tensor, ks: Sequence[int] = RECALL_KS
+) -> dict[str, float]:
     """Text-to-motion and motion-to-text R@k and median rank over the whole split.
 
     rank_t2m(i) = 1 + #{m : s(i, m) > s(i, item(i))}; a motion's rank_m2t is that of its best
@@ -64,9 +74,16 @@ def teacher_drift(student: torch.Tensor, teacher: torch.Tensor) -> float:
     return float(F.cosine_similarity(student, teacher, dim=-1).mean())
 
 
-def evaluate_retrieval(model: MoCLIP, tokenizer: Tokenizer, teacher: TeacherCache,
-                       data: MotionDataset, mean: np.ndarray, std: np.ndarray, seed: int = 0,
-                       device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_retrieval(
+    model: MoCLIP,
+    tokenizer: Tokenizer,
+    teacher: TeacherCache,
+    data: MotionDataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """Every retrieval metric on `data`: recalls and median ranks over all captions, batch-32
     R-precision with one seeded caption per motion, and teacher drift."""
     texts, text_item = [], []
@@ -80,8 +97,7 @@ def evaluate_retrieval(model: MoCLIP, tokenizer: Tokenizer, teacher: TeacherCach
     metrics = recall_metrics(text_emb, motion_emb, text_item_t)
     rng = np.random.default_rng(seed)
     first = {i: k for k, i in reversed(list(enumerate(text_item)))}  # first caption index
-    chosen = [first[i] + int(rng.integers(len(item.captions)))
-              for i, item in enumerate(data.items)]
+    chosen = [first[i] + int(rng.integers(len(item.captions))) for i, item in enumerate(data.items)]
     metrics.update(r_precision(text_emb[chosen], motion_emb, seed=seed, distance="cosine"))
     metrics["teacher_drift"] = teacher_drift(text_emb, teacher(texts))
     metrics["num_texts"], metrics["num_motions"] = float(len(texts)), float(len(data))

@@ -56,8 +56,10 @@ class TextEncoderSpec:
         if self.context_length is not None and self.context_length < 4:
             raise ValueError(f"context_length must be at least 4, got {self.context_length}")
         if self.kind == "tiny" and (self.width % self.heads or self.layers < 1):
-            raise ValueError(f"tiny encoder: width {self.width} must be a multiple of heads "
-                             f"{self.heads}, and layers >= 1 (got {self.layers})")
+            raise ValueError(
+                f"tiny encoder: width {self.width} must be a multiple of heads "
+                f"{self.heads}, and layers >= 1 (got {self.layers})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +68,10 @@ class TextEncoderSpec:
     def from_dict(cls, values: dict) -> "TextEncoderSpec":
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown text encoder option(s) {sorted(unknown)}; expected "
-                             f"{sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown text encoder option(s) {sorted(unknown)}; expected "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**values)
 
     @property
@@ -115,7 +119,7 @@ def _weights_hint(spec: TextEncoderSpec) -> str:
     return (
         f"cannot load open_clip weights {spec.model!r} with pretrained={spec.pretrained!r}: "
         f"they are not in the local cache and cannot be downloaded here (offline?). On a machine "
-        f"with internet run `python -c \"import open_clip; open_clip.create_model("
+        f'with internet run `python -c "import open_clip; open_clip.create_model('
         f"'{spec.model}', pretrained='{spec.pretrained}')\"`, copy the downloaded checkpoint "
         f"(open_clip_pytorch_model.bin under ~/.cache/huggingface/hub/) to this machine and "
         f"give its path as pretrained='/path/to/open_clip_pytorch_model.bin'"
@@ -141,7 +145,9 @@ def _build_open_clip(spec: TextEncoderSpec, load_weights: bool) -> tuple[nn.Modu
     import open_clip
 
     if spec.model.replace("/", "-") not in open_clip.list_models():
-        raise TextEncoderError(f"unknown open_clip model {spec.model!r}; see open_clip.list_models()")
+        raise TextEncoderError(
+            f"unknown open_clip model {spec.model!r}; see open_clip.list_models()"
+        )
     pretrained = spec.pretrained if load_weights else None
     if pretrained and not Path(pretrained).is_file():
         tags = open_clip.list_pretrained_tags_by_model(spec.model)
@@ -182,8 +188,13 @@ class PadToLongest:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        return self.tokenizer(list(texts), padding="longest", truncation=True,
-                              max_length=self.context_length, return_tensors="pt").input_ids
+        return self.tokenizer(
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        ).input_ids
 
 
 def _build_hf(spec: TextEncoderSpec, load_weights: bool) -> tuple[nn.Module, Tokenizer]:
@@ -196,9 +207,17 @@ def _build_hf(spec: TextEncoderSpec, load_weights: bool) -> tuple[nn.Module, Tok
     hidden = AutoConfig.from_pretrained(folder).hidden_size
     context = spec.context_length or 64
     clip = open_clip.create_model(
-        "roberta-ViT-B-32", pretrained=None, pretrained_text=load_weights, embed_dim=hidden,
-        text_cfg={"hf_model_name": folder, "hf_tokenizer_name": folder, "context_length": context,
-                  "hf_pooler_type": "mean_pooler", "hf_proj_type": None},
+        "roberta-ViT-B-32",
+        pretrained=None,
+        pretrained_text=load_weights,
+        embed_dim=hidden,
+        text_cfg={
+            "hf_model_name": folder,
+            "hf_tokenizer_name": folder,
+            "context_length": context,
+            "hf_pooler_type": "mean_pooler",
+            "hf_proj_type": None,
+        },
         vision_cfg=_STUB_VISION,
     )
     return clip, PadToLongest(folder, context)
@@ -212,15 +231,22 @@ def _build_tiny(spec: TextEncoderSpec) -> tuple[nn.Module, Tokenizer]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         clip = open_clip.CLIP(
-            embed_dim=spec.width, vision_cfg=_STUB_VISION,
-            text_cfg={"context_length": context, "vocab_size": 49408, "width": spec.width,
-                      "heads": spec.heads, "layers": spec.layers},
+            embed_dim=spec.width,
+            vision_cfg=_STUB_VISION,
+            text_cfg={
+                "context_length": context,
+                "vocab_size": 49408,
+                "width": spec.width,
+                "heads": spec.heads,
+                "layers": spec.layers,
+            },
         )
     return clip, SimpleTokenizer(context_length=context)
 
 
-def build_text_encoder(spec: TextEncoderSpec,
-                       load_weights: bool = True) -> tuple[TextEncoder, Tokenizer, int]:
+def build_text_encoder(
+    spec: TextEncoderSpec, load_weights: bool = True
+) -> tuple[TextEncoder, Tokenizer, int]:
     """(encoder, tokenizer, embedding width) for `spec`, with only the text tower in memory.
 
     `load_weights=False` builds the architecture without pretrained weights, for loading a
@@ -256,8 +282,12 @@ class TextEmbedder:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         self.encoder.eval()
         device = next(self.encoder.parameters()).device
-        out = [self.encoder(self.tokenizer(list(texts[i : i + self.batch_size])).to(device))
-               .float().cpu() for i in range(0, len(texts), self.batch_size)]
+        out = [
+            self.encoder(self.tokenizer(list(texts[i : i + self.batch_size])).to(device))
+            .float()
+            .cpu()
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return torch.cat(out)
 
     @property
@@ -301,8 +331,11 @@ class TeacherCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         texts = list(self.features)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, texts=np.array(texts, dtype=object).astype(str),
-                 features=np.stack([self.features[t] for t in texts]) if texts else np.zeros((0, 0)))
+        np.savez(
+            tmp,
+            texts=np.array(texts, dtype=object).astype(str),
+            features=np.stack([self.features[t] for t in texts]) if texts else np.zeros((0, 0)),
+        )
         os.replace(tmp, path)
 
     def load(self, path: Path | str) -> int:

@@ -46,8 +46,15 @@ class FinetuneConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "adam_eps", "warmup_steps", "grad_clip", "w_contrastive",
-                     "w_distill", "w_align"):
+        for name in (
+            "weight_decay",
+            "adam_eps",
+            "warmup_steps",
+            "grad_clip",
+            "w_contrastive",
+            "w_distill",
+            "w_align",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -67,22 +74,32 @@ def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: MoCLIP, config: FinetuneConfig
-                   ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(
+    model: MoCLIP, config: FinetuneConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with the text tower at lr_text and the motion head (and temperature) at lr_motion;
     weight decay on matrices only."""
     model = getattr(model, "module", model)
     groups = []
-    for params, lr in ((list(model.text.parameters()), config.lr_text),
-                       (list(model.motion.parameters()) + [model.log_scale], config.lr_motion)):
+    for params, lr in (
+        (list(model.text.parameters()), config.lr_text),
+        (list(model.motion.parameters()) + [model.log_scale], config.lr_motion),
+    ):
         trainable = [p for p in params if p.requires_grad]
-        groups.append({"params": [p for p in trainable if p.ndim >= 2], "lr": lr,
-                       "weight_decay": config.weight_decay})
-        groups.append({"params": [p for p in trainable if p.ndim < 2], "lr": lr,
-                       "weight_decay": 0.0})
+        groups.append(
+            {
+                "params": [p for p in trainable if p.ndim >= 2],
+                "lr": lr,
+                "weight_decay": config.weight_decay,
+            }
+        )
+        groups.append(
+            {"params": [p for p in trainable if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
+        )
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], eps=config.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio))
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio)
+    )
     return optimizer, scheduler
 
 
@@ -118,17 +135,25 @@ def _gather(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def train_step(model: MoCLIP, batch: Batch, tokenizer: Tokenizer, teacher: TeacherCache,
-               optimizer: torch.optim.Optimizer, scheduler, config: FinetuneConfig,
-               device: torch.device) -> dict[str, float]:
+def train_step(
+    model: MoCLIP,
+    batch: Batch,
+    tokenizer: Tokenizer,
+    teacher: TeacherCache,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    config: FinetuneConfig,
+    device: torch.device,
+) -> dict[str, float]:
     """One optimisation step on one batch (this process's share of it under DDP)."""
     model.train()
     batch = batch.to(device)
     tokens = tokenizer(batch.texts).to(device)
     teacher_features = teacher(batch.texts).to(device)
     use_bf16 = config.bf16 and device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    )
     with autocast:
         text, motion, log_scale = model(tokens, batch.features, batch.mask)
     text, motion = text.float(), motion.float()
@@ -137,38 +162,59 @@ def train_step(model: MoCLIP, batch: Batch, tokenizer: Tokenizer, teacher: Teach
     # over the whole batch.
     terms = {
         "contrastive": contrastive_loss(
-            _gather(text, True), _gather(motion, True), log_scale,
-            _gather(batch.motion_keys, False), _gather(batch.text_keys, False)),
+            _gather(text, True),
+            _gather(motion, True),
+            log_scale,
+            _gather(batch.motion_keys, False),
+            _gather(batch.text_keys, False),
+        ),
         "distill": distillation_loss(text, teacher_features),
         "align": alignment_loss(text, motion),
     }
     loss = weighted_loss(terms, config.w_contrastive, config.w_distill, config.w_align)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                               config.grad_clip or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
     optimizer.step()
     scheduler.step()
-    return {"loss": loss.item(), **{name: value.item() for name, value in terms.items()},
-            "logit_scale": log_scale.exp().item(), "grad_norm": grad_norm.item()}
+    return {
+        "loss": loss.item(),
+        **{name: value.item() for name, value in terms.items()},
+        "logit_scale": log_scale.exp().item(),
+        "grad_norm": grad_norm.item(),
+    }
 
 
 def make_loader(pairs: PairSet, config: FinetuneConfig, epoch_seed: int = 0) -> DataLoader:
     """Shuffled pair batches; under DDP each rank gets its own equal-sized share."""
     if dist.is_available() and dist.is_initialized():
-        sampler = DistributedSampler(pairs, shuffle=True, seed=config.seed + epoch_seed,
-                                     drop_last=True)
+        sampler = DistributedSampler(
+            pairs, shuffle=True, seed=config.seed + epoch_seed, drop_last=True
+        )
     else:
         generator = torch.Generator().manual_seed(config.seed + epoch_seed)
         sampler = RandomSampler(pairs, generator=generator)
-    return DataLoader(pairs, batch_size=config.batch_size, sampler=sampler,
-                      collate_fn=collate_pairs, drop_last=True)
+    return DataLoader(
+        pairs,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=collate_pairs,
+        drop_last=True,
+    )
 
 
-def fit(model: MoCLIP, pairs: PairSet, tokenizer: Tokenizer, teacher: TeacherCache,
-        config: FinetuneConfig, device: torch.device | str = "cpu",
-        optimizer: torch.optim.Optimizer | None = None, scheduler=None, start_step: int = 0,
-        on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+def fit(
+    model: MoCLIP,
+    pairs: PairSet,
+    tokenizer: Tokenizer,
+    teacher: TeacherCache,
+    config: FinetuneConfig,
+    device: torch.device | str = "cpu",
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
+    start_step: int = 0,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
     """Train for config.steps steps (from `start_step`); returns the per-step metrics.
 
     Under an initialised process group the model is wrapped in DDP unless it already is.
@@ -178,15 +224,19 @@ def fit(model: MoCLIP, pairs: PairSet, tokenizer: Tokenizer, teacher: TeacherCac
     device = torch.device(device)
     # Dropout draws from torch's global generator: seeding it here makes a run a function of
     # config.seed (and the rank, so DDP workers do not share masks).
-    torch.manual_seed(config.seed + (dist.get_rank() if dist.is_available() and
-                                     dist.is_initialized() else 0) + start_step)
+    torch.manual_seed(
+        config.seed
+        + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+        + start_step
+    )
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
     ddp = dist.is_available() and dist.is_initialized()
     model.to(device)
     if ddp and not isinstance(model, DistributedDataParallel):
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                        else None)
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     teacher.teacher.to(device)
     if optimizer is None:
         optimizer, scheduler = make_optimizer(model, config)
@@ -199,11 +249,13 @@ def fit(model: MoCLIP, pairs: PairSet, tokenizer: Tokenizer, teacher: TeacherCac
         for batch in loader:
             if step >= config.steps:
                 break
-            metrics = train_step(model, batch, tokenizer, teacher, optimizer, scheduler, config,
-                                 device)
+            metrics = train_step(
+                model, batch, tokenizer, teacher, optimizer, scheduler, config, device
+            )
             metrics["lr_text"] = optimizer.param_groups[0]["lr"]
-            metrics["pairs_per_s"] = (step - start_step + 1) * config.batch_size / max(
-                time.monotonic() - started, 1e-9)
+            metrics["pairs_per_s"] = (
+                (step - start_step + 1) * config.batch_size / max(time.monotonic() - started, 1e-9)
+            )
             history.append(metrics)
             step += 1
             if on_step:

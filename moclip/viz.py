@@ -32,7 +32,9 @@ from moclip.skeletons import (  # noqa: E402
 _CHAIN_COLOURS = ("#d62728", "#1f77b4", "#333333", "#ff7f0e", "#2ca02c")
 
 
-def as_positions(motion: np.ndarray, skeleton: Skeleton | None = None) -> tuple[np.ndarray, Skeleton]:
+def as_positions(
+    motion: np.ndarray, skeleton: Skeleton | None = None
+) -> tuple[np.ndarray, Skeleton]:
     """(T, J, 3) positions and the skeleton, from positions or features."""
     motion = np.asarray(motion, dtype=np.float64)
     if motion.ndim == 3 and motion.shape[-1] == 3:
@@ -64,14 +66,21 @@ def _frame_axes(ax, positions: np.ndarray, centre: np.ndarray, title: str) -> No
     ax.set_box_aspect((1, 1, 1))
     ax.view_init(elev=15, azim=-35)
     ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
-    floor_x, floor_z = np.meshgrid(np.linspace(centre[0] - half, centre[0] + half, 2),
-                                   np.linspace(centre[2] - half, centre[2] + half, 2))
+    floor_x, floor_z = np.meshgrid(
+        np.linspace(centre[0] - half, centre[0] + half, 2),
+        np.linspace(centre[2] - half, centre[2] + half, 2),
+    )
     ax.plot_surface(floor_x, floor_z, np.zeros_like(floor_x), color="#dddddd", alpha=0.5)
     ax.set_title(title, fontsize=8)
 
 
-def render_strip(motion: np.ndarray, out: Path | str, frames: int = 6, title: str = "",
-                 skeleton: Skeleton | None = None) -> Path:
+def render_strip(
+    motion: np.ndarray,
+    out: Path | str,
+    frames: int = 6,
+    title: str = "",
+    skeleton: Skeleton | None = None,
+) -> Path:
     """A PNG row of `frames` evenly spaced poses."""
     positions, skeleton = as_positions(motion, skeleton)
     picks = np.linspace(0, len(positions) - 1, frames).round().astype(int)
@@ -90,8 +99,13 @@ def render_strip(motion: np.ndarray, out: Path | str, frames: int = 6, title: st
     return out
 
 
-def render_gif(motion: np.ndarray, out: Path | str, title: str = "", fps: int = 20,
-               skeleton: Skeleton | None = None) -> Path:
+def render_gif(
+    motion: np.ndarray,
+    out: Path | str,
+    title: str = "",
+    fps: int = 20,
+    skeleton: Skeleton | None = None,
+) -> Path:
     """An animated GIF of the whole motion, the camera following the root."""
     positions, skeleton = as_positions(motion, skeleton)
     fig = plt.figure(figsize=(4, 4))
@@ -115,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw a motion as a stick figure.")
     parser.add_argument("motion", type=Path, help="positions (T,J,3) or features (T,D) .npy")
     parser.add_argument("--out", type=Path, required=True, help="FILE.gif or FILE.png")
-    parser.add_argument("--skeleton", default=None, help="humanml3d, kit or kinect (default: by shape)")
+    parser.add_argument(
+        "--skeleton", default=None, help="humanml3d, kit or kinect (default: by shape)"
+    )
     parser.add_argument("--frames", type=int, default=6, help="poses in a PNG strip")
     parser.add_argument("--title", default="")
     parser.add_argument("--mean", type=Path, help="Mean.npy to undo normalisation of features")

@@ -37,8 +37,12 @@ def corpus_folder(workdir: Path, num_motions: int, seed: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("moclip_runs"),
-                        help="where data, renders and results go (default: ./moclip_runs)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("moclip_runs"),
+        help="where data, renders and results go (default: ./moclip_runs)",
+    )
     parser.add_argument("--num-motions", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--renders", type=int, default=4, help="motions to draw as PNG strips")
@@ -51,22 +55,29 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as err:
         parser.error(str(err))
     for name, data in splits.items():
-        print(f"[stage 0] {name}: {len(data.motion_ids)} motions, {data.num_pairs} caption pairs, "
-              f"dropped {dict(data.dropped) or 'none'}, fingerprint {data.fingerprint()[:12]}")
+        print(
+            f"[stage 0] {name}: {len(data.motion_ids)} motions, {data.num_pairs} caption pairs, "
+            f"dropped {dict(data.dropped) or 'none'}, fingerprint {data.fingerprint()[:12]}"
+        )
     train_ids = splits["train"].motion_ids
     for fraction in FRACTIONS:
         subset = splits["train"].subset(nested_subset(train_ids, fraction, args.seed))
-        print(f"[stage 0] fraction {fraction:>4}: {len(subset.motion_ids)} motions, "
-              f"{subset.num_pairs} fine-tuning pairs")
+        print(
+            f"[stage 0] fraction {fraction:>4}: {len(subset.motion_ids)} motions, "
+            f"{subset.num_pairs} fine-tuning pairs"
+        )
 
     render_dir = args.workdir / "renders"
     families = json.loads((root / "corpus.json").read_text())["families"]
     for item in splits["test"].items[: args.renders]:
-        out = render_strip(item.features, render_dir / f"{item.motion_id}.png",
-                           title=item.captions[0].text)
+        out = render_strip(
+            item.features, render_dir / f"{item.motion_id}.png", title=item.captions[0].text
+        )
         print(f"[stage 0] rendered {out}")
-    print(f"[stage 0] done in {time.monotonic() - started:.1f} s: {len(families)} action "
-          f"families; renders in {render_dir}")
+    print(
+        f"[stage 0] done in {time.monotonic() - started:.1f} s: {len(families)} action "
+        f"families; renders in {render_dir}"
+    )
     return 0
 
 

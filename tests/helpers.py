@@ -16,6 +16,12 @@ def random_motion(skeleton: Skeleton, frames: int = 50, seed: int = 0) -> np.nda
     local = from_axis_angle(rotvecs * 0.5)
     yaw = rng.uniform(-np.pi, np.pi) + np.linspace(0.0, rng.uniform(-2, 2), frames)
     local[:, 0] = qmul(yaw_quat(yaw), local[:, 0])
-    root = np.stack([np.linspace(0, rng.uniform(-1, 1), frames), np.full(frames, 1.0),
-                     np.linspace(0, rng.uniform(-1, 1), frames)], axis=-1)
+    root = np.stack(
+        [
+            np.linspace(0, rng.uniform(-1, 1), frames),
+            np.full(frames, 1.0),
+            np.linspace(0, rng.uniform(-1, 1), frames),
+        ],
+        axis=-1,
+    )
     return forward_kinematics(local, root, skeleton)

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from moclip.data.action3d import (ACTIONS, FILE_TO_KINECT, MSR_ACTION3D_JOINTS, load_action3d,
-                                  read_skeleton_file, resample)
+from moclip.data.action3d import (
+    ACTIONS,
+    FILE_TO_KINECT,
+    MSR_ACTION3D_JOINTS,
+    load_action3d,
+    read_skeleton_file,
+    resample,
+)
 from moclip.data.dataset import DatasetError
 from moclip.data.features import canonicalize, features_to_positions
 from moclip.skeletons import KINECT

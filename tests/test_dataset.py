@@ -49,8 +49,10 @@ def test_sub_clip_captions_become_items_and_short_motions_are_dropped(corpus):
     motion_id = first_id(corpus)
     frames = len(np.load(corpus / "new_joint_vecs" / f"{motion_id}.npy"))
     text = corpus / "texts" / f"{motion_id}.txt"
-    text.write_text(text.read_text() + "a person waves.#a/DET person/NOUN wave/VERB#0.0#2.0\n"
-                    "a person nods.#a/DET person/NOUN nod/VERB#0.5#1.0\n")
+    text.write_text(
+        text.read_text() + "a person waves.#a/DET person/NOUN wave/VERB#0.0#2.0\n"
+        "a person nods.#a/DET person/NOUN nod/VERB#0.5#1.0\n"
+    )
     short_id = (corpus / "train.txt").read_text().split()[1]
     feats = np.load(corpus / "new_joint_vecs" / f"{short_id}.npy")
     np.save(corpus / "new_joint_vecs" / f"{short_id}.npy", feats[:39])
@@ -71,7 +73,9 @@ def test_kit_width_folder_loads_on_the_kit_skeleton(tmp_path):
     for k in range(3):
         feats = positions_to_features(random_motion(KIT, frames=60, seed=k), KIT)
         np.save(root / "new_joint_vecs" / f"{k:05d}.npy", feats)
-        (root / "texts" / f"{k:05d}.txt").write_text("a man walks.#a/DET man/NOUN walk/VERB#0.0#0.0\n")
+        (root / "texts" / f"{k:05d}.txt").write_text(
+            "a man walks.#a/DET man/NOUN walk/VERB#0.0#0.0\n"
+        )
     (root / "train.txt").write_text("00000\n00001\n00002\n")
     data = load_dataset(root, "train")
     assert data.skeleton is KIT and data[0].features.shape == (59, 251) and data.mean is None
@@ -101,7 +105,9 @@ def test_wrong_feature_width(corpus):
     motion_id = first_id(corpus)
     path = corpus / "new_joint_vecs" / f"{motion_id}.npy"
     np.save(path, np.zeros((50, 251), dtype=np.float32))
-    with pytest.raises(DatasetError, match=f"{motion_id}.npy: features have width 251, expected 263"):
+    with pytest.raises(
+        DatasetError, match=f"{motion_id}.npy: features have width 251, expected 263"
+    ):
         load_dataset(corpus, "train")
     np.save(path, np.zeros((50, 100), dtype=np.float32))
     with pytest.raises(DatasetError, match="width 100, expected 263"):
@@ -127,7 +133,9 @@ def test_truncated_or_unreadable_npy(corpus):
     path = corpus / "new_joint_vecs" / f"{motion_id}.npy"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DatasetError, match=f"{motion_id}.npy: cannot read motion features.*truncated"):
+    with pytest.raises(
+        DatasetError, match=f"{motion_id}.npy: cannot read motion features.*truncated"
+    ):
         load_dataset(corpus, "train")
     path.write_bytes(b"not numpy at all")
     with pytest.raises(DatasetError, match="cannot read motion features"):
@@ -165,9 +173,12 @@ def test_bad_normalisation_files(corpus):
 
 
 def test_caption_parsing():
-    caption = parse_caption_line("a man kicks something.#a/DET man/NOUN kick/VERB something/PRON#1.5#4.0")
-    assert caption == Caption("a man kicks something.",
-                              ("a/DET", "man/NOUN", "kick/VERB", "something/PRON"), 1.5, 4.0)
+    caption = parse_caption_line(
+        "a man kicks something.#a/DET man/NOUN kick/VERB something/PRON#1.5#4.0"
+    )
+    assert caption == Caption(
+        "a man kicks something.", ("a/DET", "man/NOUN", "kick/VERB", "something/PRON"), 1.5, 4.0
+    )
     assert not caption.whole_clip
     assert parse_caption_line(format_caption_line(caption)) == caption
     assert parse_caption_line("a man walks.#a/DET man/NOUN walk/VERB#nan#nan").whole_clip

@@ -16,13 +16,21 @@ from moclip.text_encoders import TeacherCache, TextEncoderSpec, frozen_copy
 from moclip.training import FinetuneConfig, make_optimizer, train_step
 
 SPEC = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
-MOTION = MotionEncoderConfig(joint_width=16, temporal_width=32, temporal_layers=1, heads=2,
-                             dropout=0.0, frame_stride=4)
+MOTION = MotionEncoderConfig(
+    joint_width=16, temporal_width=32, temporal_layers=1, heads=2, dropout=0.0, frame_stride=4
+)
 # Adam's first step is lr * g / (|g| + eps): with the default eps a gradient that is float noise
 # (say 1e-12 on both sides) still moves its parameter by up to lr, in a direction set by the
 # noise; a larger eps keeps such parameters still, so the comparison is of real updates.
-CONFIG = FinetuneConfig(steps=10, batch_size=4, lr_text=1e-3, lr_motion=1e-3, warmup_steps=0,
-                        grad_clip=1.0, adam_eps=1e-6)
+CONFIG = FinetuneConfig(
+    steps=10,
+    batch_size=4,
+    lr_text=1e-3,
+    lr_motion=1e-3,
+    warmup_steps=0,
+    grad_clip=1.0,
+    adam_eps=1e-6,
+)
 
 
 def _step(root: str, rows: list[int]) -> dict[str, torch.Tensor]:
@@ -34,19 +42,22 @@ def _step(root: str, rows: list[int]) -> dict[str, torch.Tensor]:
         model = DistributedDataParallel(model)
     optimizer, scheduler = make_optimizer(model, CONFIG)
     batch = collate_pairs([pairs[i] for i in rows])
-    metrics = train_step(model, batch, tokenizer, teacher, optimizer, scheduler, CONFIG,
-                         torch.device("cpu"))
+    metrics = train_step(
+        model, batch, tokenizer, teacher, optimizer, scheduler, CONFIG, torch.device("cpu")
+    )
     module = getattr(model, "module", model)
     out = {f"param:{n}": p.detach().clone() for n, p in module.named_parameters()}
-    out.update({f"grad:{n}": p.grad.clone() for n, p in module.named_parameters()
-                if p.grad is not None})
+    out.update(
+        {f"grad:{n}": p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    )
     out["loss"] = torch.tensor(metrics["contrastive"])
     return out
 
 
 def _worker(rank: int, world: int, port: int, root: str, rows: list[int], out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     torch.set_num_threads(1)
     share = len(rows) // world
     result = _step(root, rows[rank * share : (rank + 1) * share])

@@ -1,9 +1,15 @@
 import numpy as np
 import pytest
 
-from moclip.data.features import (canonicalize, facing_directions, feature_slices,
-                                  features_to_positions, foot_contacts, inverse_kinematics,
-                                  positions_to_features)
+from moclip.data.features import (
+    canonicalize,
+    facing_directions,
+    feature_slices,
+    features_to_positions,
+    foot_contacts,
+    inverse_kinematics,
+    positions_to_features,
+)
 from moclip.data.quaternion import qmul, qrot, to_matrix, yaw_quat
 from moclip.data.synthetic import make_motion
 from moclip.skeletons import HUMANML3D, KINECT, KIT, SKELETONS
@@ -35,8 +41,11 @@ def test_features_ignore_where_the_motion_starts_and_faces():
     positions = random_motion(HUMANML3D, seed=9)
     turn = yaw_quat(np.array(1.1))
     moved = qrot(np.broadcast_to(turn, positions.shape[:-1] + (4,)), positions) + [3.0, 0.5, -2.0]
-    assert np.allclose(positions_to_features(positions, HUMANML3D),
-                       positions_to_features(moved, HUMANML3D), atol=1e-5)
+    assert np.allclose(
+        positions_to_features(positions, HUMANML3D),
+        positions_to_features(moved, HUMANML3D),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("skeleton", ALL, ids=[s.name for s in ALL])
@@ -55,7 +64,9 @@ def test_rotations_rebuild_the_bones(skeleton):
     assert np.abs(rebuilt - pos).max() < 1e-6
     # And the stored 6D values are the first two columns of those rotation matrices.
     features = positions_to_features(pos, skeleton)
-    six = features[:, feature_slices(skeleton.num_joints)["rotations"]].reshape(len(features), -1, 6)
+    six = features[:, feature_slices(skeleton.num_joints)["rotations"]].reshape(
+        len(features), -1, 6
+    )
     matrices = to_matrix(quats[:-1, 1:])
     assert np.allclose(six[..., :3], matrices[..., :, 0], atol=1e-6)
     assert np.allclose(six[..., 3:], matrices[..., :, 1], atol=1e-6)

@@ -7,8 +7,12 @@ from moclip.evaluation.evaluate import evaluate
 from moclip.evaluation.evaluator import load_evaluator, save_evaluator
 from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
 from moclip.evaluation.evaluator import EvaluatorConfig
-from moclip.generation.diffusion import (DiffusionConfig, cosine_alpha_bar, load_generator,
-                                         save_generator)
+from moclip.generation.diffusion import (
+    DiffusionConfig,
+    cosine_alpha_bar,
+    load_generator,
+    save_generator,
+)
 from moclip.generation.train_generator import train_generator
 from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
 
@@ -19,13 +23,16 @@ SMALL_EVAL = EvaluatorConfig(word_width=32, hidden=64, out_width=32, conv_width=
 @pytest.fixture(scope="module")
 def trained(tiny_corpus):
     train = load_dataset(tiny_corpus, "train")
-    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="tiny", width=32, layers=1,
-                                                               heads=2))
+    encoder, tokenizer, _ = build_text_encoder(
+        TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
+    )
     embedder = TextEmbedder(encoder, tokenizer)
-    generator, losses = train_generator(train, embedder, steps=40, batch_size=16, seed=0,
-                                        config=SMALL, log_every=0)
-    evaluator, eval_losses = train_evaluator(train, steps=40, batch_size=16, config=SMALL_EVAL,
-                                             log_every=0)
+    generator, losses = train_generator(
+        train, embedder, steps=40, batch_size=16, seed=0, config=SMALL, log_every=0
+    )
+    evaluator, eval_losses = train_evaluator(
+        train, steps=40, batch_size=16, config=SMALL_EVAL, log_every=0
+    )
     return train, embedder, generator, losses, evaluator, eval_losses
 
 
@@ -88,17 +95,45 @@ def test_round_trips_and_evaluation(trained, tiny_corpus, tmp_path):
     again = generator.generate(prompts[:2], lengths[:2], embedder, [5, 6])
     assert all(np.array_equal(x, y) for x, y in zip(same, again))
 
-    clean = evaluate(loaded_gen, embedder, prompts, prompts, lengths, loaded_eval, repeats=2,
-                     mm_prompts=4, mm_samples=3)
-    for key in ("fid", "r_precision_top1", "r_precision_top3", "mm_dist", "diversity",
-                "multimodality"):
+    clean = evaluate(
+        loaded_gen,
+        embedder,
+        prompts,
+        prompts,
+        lengths,
+        loaded_eval,
+        repeats=2,
+        mm_prompts=4,
+        mm_samples=3,
+    )
+    for key in (
+        "fid",
+        "r_precision_top1",
+        "r_precision_top3",
+        "mm_dist",
+        "diversity",
+        "multimodality",
+    ):
         assert np.isfinite(clean[key]) and np.isfinite(clean[f"{key}_ci95"])
     # Same prompts and seeds: the same numbers; other prompts: the evaluator reads the clean ones.
-    assert evaluate(loaded_gen, embedder, prompts, prompts, lengths, loaded_eval, repeats=2,
-                    mm_prompts=4, mm_samples=3) == clean
+    assert (
+        evaluate(
+            loaded_gen,
+            embedder,
+            prompts,
+            prompts,
+            lengths,
+            loaded_eval,
+            repeats=2,
+            mm_prompts=4,
+            mm_samples=3,
+        )
+        == clean
+    )
     shuffled = prompts[1:] + prompts[:1]
-    other = evaluate(loaded_gen, embedder, prompts, shuffled, lengths, loaded_eval, repeats=2,
-                     mm_prompts=0)
+    other = evaluate(
+        loaded_gen, embedder, prompts, shuffled, lengths, loaded_eval, repeats=2, mm_prompts=0
+    )
     assert other["fid"] != clean["fid"]
     with pytest.raises(ValueError, match="one of each"):
         evaluate(loaded_gen, embedder, prompts, prompts[:-1], lengths, loaded_eval)

@@ -7,8 +7,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_main_job_builds_once_then_reuses(tmp_path):
-    cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), "--workdir",
-           str(tmp_path), "--num-motions", "40", "--renders", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "sweeps" / "scale_vs_robustness.py"),
+        "--workdir",
+        str(tmp_path),
+        "--num-motions",
+        "40",
+        "--renders",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     assert "building 40 synthetic motions" in first

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from moclip.metrics import (diversity, fid, frechet_distance, matching_score, mean_interval,
-                            multimodality, r_precision)
+from moclip.metrics import (
+    diversity,
+    fid,
+    frechet_distance,
+    matching_score,
+    mean_interval,
+    multimodality,
+    r_precision,
+)
 
 
 def test_fid_is_zero_for_identical_sets():

@@ -6,23 +6,39 @@ import torch
 
 from moclip.data.dataset import load_dataset
 from moclip.data.synthetic import build_corpus
-from moclip.losses import (INIT_LOGIT_SCALE, alignment_loss, contrastive_loss,
-                           distillation_loss, false_negative_mask, weighted_loss)
+from moclip.losses import (
+    INIT_LOGIT_SCALE,
+    alignment_loss,
+    contrastive_loss,
+    distillation_loss,
+    false_negative_mask,
+    weighted_loss,
+)
 from moclip.model import CheckpointMeta, build_moclip, load_checkpoint, save_checkpoint
-from moclip.motion_encoder import (MotionEncoder, MotionEncoderConfig, joint_token_index,
-                                   skeleton_attention_mask)
+from moclip.motion_encoder import (
+    MotionEncoder,
+    MotionEncoderConfig,
+    joint_token_index,
+    skeleton_attention_mask,
+)
 from moclip.pairs import PairSet, collate_pairs, stable_key
 from moclip.metrics import r_precision
 from moclip.retrieval import evaluate_retrieval, recall_metrics, teacher_drift
 from moclip.skeletons import SKELETONS
-from moclip.text_encoders import (TeacherCache, TextEncoderError, TextEncoderSpec,
-                                  build_text_encoder, frozen_copy)
+from moclip.text_encoders import (
+    TeacherCache,
+    TextEncoderError,
+    TextEncoderSpec,
+    build_text_encoder,
+    frozen_copy,
+)
 from moclip.training import FinetuneConfig, fit, lr_factor
 
 ALL = list(SKELETONS.values())
 TINY = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
-SMALL_MOTION = MotionEncoderConfig(joint_width=16, temporal_width=32, temporal_layers=1,
-                                   heads=2, dropout=0.0, frame_stride=4)
+SMALL_MOTION = MotionEncoderConfig(
+    joint_width=16, temporal_width=32, temporal_layers=1, heads=2, dropout=0.0, frame_stride=4
+)
 
 
 @pytest.mark.parametrize("skeleton", ALL, ids=[s.name for s in ALL])
@@ -56,8 +72,10 @@ def test_motion_encoder_ignores_padding():
     mask[:, :40] = True
     with torch.no_grad():
         alone = encoder(motion, torch.ones(1, 40, dtype=torch.bool))
-        batched = encoder(torch.cat((padded, torch.randn(1, 64, skeleton.feature_dim))),
-                          torch.cat((mask, torch.ones(1, 64, dtype=torch.bool))))
+        batched = encoder(
+            torch.cat((padded, torch.randn(1, 64, skeleton.feature_dim))),
+            torch.cat((mask, torch.ones(1, 64, dtype=torch.bool))),
+        )
     assert torch.allclose(alone, batched[:1], atol=1e-5)
 
 
@@ -71,9 +89,13 @@ def test_contrastive_loss_limits_and_symmetry():
     assert contrastive_loss(eye, eye, big).item() < 1e-30 + 1e-6
     torch.manual_seed(0)
     a, b = torch.randn(batch, 16), torch.randn(batch, 16)
-    assert contrastive_loss(a, b, scale).item() == pytest.approx(contrastive_loss(b, a, scale).item())
+    assert contrastive_loss(a, b, scale).item() == pytest.approx(
+        contrastive_loss(b, a, scale).item()
+    )
     # The temperature is clamped at 100.
-    assert contrastive_loss(a, b, torch.tensor(10.0)) == contrastive_loss(a, b, torch.tensor(math.log(100)))
+    assert contrastive_loss(a, b, torch.tensor(10.0)) == contrastive_loss(
+        a, b, torch.tensor(math.log(100))
+    )
 
 
 def test_duplicates_are_not_negatives():
@@ -82,16 +104,23 @@ def test_duplicates_are_not_negatives():
     motion = torch.randn(3, 8)
     motion[1] = motion[0]  # two captions of one motion
     keys = torch.tensor([5, 5, 9])
-    assert false_negative_mask(keys, None, 3).tolist() == [[False, True, False],
-                                                          [True, False, False],
-                                                          [False, False, False]]
+    assert false_negative_mask(keys, None, 3).tolist() == [
+        [False, True, False],
+        [True, False, False],
+        [False, False, False],
+    ]
     scale = torch.tensor(0.0)
     masked = contrastive_loss(text, motion, scale, motion_keys=keys)
-    logits = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(motion, dim=-1).T
+    logits = (
+        torch.nn.functional.normalize(text, dim=-1)
+        @ torch.nn.functional.normalize(motion, dim=-1).T
+    )
     logits[0, 1] = logits[1, 0] = float("-inf")
     target = torch.arange(3)
-    manual = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
-                    + torch.nn.functional.cross_entropy(logits.T, target))
+    manual = 0.5 * (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.T, target)
+    )
     assert masked.item() == pytest.approx(manual.item(), rel=1e-6)
     assert masked < contrastive_loss(text, motion, scale)
     # Identical captions are masked the same way, through their text keys.
@@ -106,7 +135,11 @@ def test_distillation_and_alignment_terms():
     assert distillation_loss(x, 3 * x).item() == pytest.approx(0.0, abs=1e-7)
     assert distillation_loss(x, -x).item() == pytest.approx(4.0, rel=1e-6)
     assert alignment_loss(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)
-    terms = {"contrastive": torch.tensor(1.0), "distill": torch.tensor(2.0), "align": torch.tensor(3.0)}
+    terms = {
+        "contrastive": torch.tensor(1.0),
+        "distill": torch.tensor(2.0),
+        "align": torch.tensor(3.0),
+    }
     assert weighted_loss(terms, 1.0, 0.5, 2.0).item() == pytest.approx(8.0)
 
 
@@ -124,7 +157,9 @@ def test_distillation_is_zero_at_initialisation():
 def test_teacher_cache_computes_each_caption_once(tmp_path):
     encoder, tokenizer, _ = build_text_encoder(TINY)
     calls = []
-    teacher = TeacherCache(frozen_copy(encoder), lambda texts: calls.append(list(texts)) or tokenizer(texts))
+    teacher = TeacherCache(
+        frozen_copy(encoder), lambda texts: calls.append(list(texts)) or tokenizer(texts)
+    )
     first = teacher(["a", "b", "a"])
     teacher(["b", "c"])
     assert calls == [["a", "b"], ["c"]]
@@ -140,15 +175,24 @@ def test_minilm_tower_is_the_bundled_sentence_encoder():
     assert width == 384
     assert encoder.clip.visual is None
     with torch.no_grad():
-        e = torch.nn.functional.normalize(encoder(tokenizer(
-            ["a person walks forward.", "someone strolls ahead.", "the stock market fell."])), dim=-1)
+        e = torch.nn.functional.normalize(
+            encoder(
+                tokenizer(
+                    ["a person walks forward.", "someone strolls ahead.", "the stock market fell."]
+                )
+            ),
+            dim=-1,
+        )
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
 def test_open_clip_offline_error_says_how_to_give_a_local_file():
-    with pytest.raises(TextEncoderError, match=r"pretrained='/path/to/open_clip_pytorch_model.bin'"):
-        build_text_encoder(TextEncoderSpec(kind="open_clip", model="ViT-B-32",
-                                           pretrained="openai", offline=True))
+    with pytest.raises(
+        TextEncoderError, match=r"pretrained='/path/to/open_clip_pytorch_model.bin'"
+    ):
+        build_text_encoder(
+            TextEncoderSpec(kind="open_clip", model="ViT-B-32", pretrained="openai", offline=True)
+        )
     with pytest.raises(TextEncoderError, match="neither a file nor a tag"):
         build_text_encoder(TextEncoderSpec(kind="open_clip", model="ViT-B-32", pretrained="nope"))
     with pytest.raises(TextEncoderError, match="unknown open_clip model"):
@@ -174,8 +218,15 @@ def small_pairs(tiny_corpus):
 def _fit(pairs, skeleton, steps=20, seed=0, **overrides):
     model, tokenizer = build_moclip(TINY, skeleton, SMALL_MOTION, seed=seed)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
-    config = FinetuneConfig(steps=steps, batch_size=16, lr_text=1e-4, lr_motion=1e-3,
-                            warmup_steps=5, seed=seed, **overrides)
+    config = FinetuneConfig(
+        steps=steps,
+        batch_size=16,
+        lr_text=1e-4,
+        lr_motion=1e-3,
+        warmup_steps=5,
+        seed=seed,
+        **overrides,
+    )
     history = fit(model, pairs, tokenizer, teacher, config)
     return model, tokenizer, teacher, config, history
 
@@ -204,13 +255,22 @@ def test_same_seed_same_numbers_on_cpu(small_pairs):
 def test_checkpoint_round_trip(small_pairs, tmp_path):
     train, pairs = small_pairs
     model, tokenizer, teacher, config, _ = _fit(pairs, train.skeleton, steps=3)
-    meta = CheckpointMeta(step=3, text_spec=TINY, motion_config=SMALL_MOTION,
-                          skeleton=train.skeleton.name, train_config=config.to_dict(),
-                          data_fingerprint=train.fingerprint(), mean=train.mean, std=train.std)
+    meta = CheckpointMeta(
+        step=3,
+        text_spec=TINY,
+        motion_config=SMALL_MOTION,
+        skeleton=train.skeleton.name,
+        train_config=config.to_dict(),
+        data_fingerprint=train.fingerprint(),
+        mean=train.mean,
+        std=train.std,
+    )
     path = save_checkpoint(tmp_path / "ckpt.pt", model, meta)
     loaded, loaded_tokenizer, loaded_meta, _ = load_checkpoint(path)
     assert loaded_meta.step == 3 and loaded_meta.data_fingerprint == train.fingerprint()
-    assert loaded_meta.train_config == config.to_dict() and np.array_equal(loaded_meta.mean, train.mean)
+    assert loaded_meta.train_config == config.to_dict() and np.array_equal(
+        loaded_meta.mean, train.mean
+    )
     batch = collate_pairs([pairs[i] for i in range(4)])
     model.eval(), loaded.eval()
     with torch.no_grad():
@@ -242,8 +302,14 @@ def test_evaluate_retrieval_reports_every_metric(small_pairs, tiny_corpus):
     model, tokenizer, teacher, _, _ = _fit(pairs, train.skeleton, steps=2)
     test = load_dataset(tiny_corpus, "all")
     scores = evaluate_retrieval(model, tokenizer, teacher, test, train.mean, train.std)
-    for key in ("t2m_R@1", "t2m_R@10", "m2t_R@5", "t2m_median_rank", "r_precision_top3",
-                "teacher_drift"):
+    for key in (
+        "t2m_R@1",
+        "t2m_R@10",
+        "m2t_R@5",
+        "t2m_median_rank",
+        "r_precision_top3",
+        "teacher_drift",
+    ):
         assert key in scores
     assert scores["num_texts"] == 180 and 0 <= scores["r_precision_top1"] <= 1
 

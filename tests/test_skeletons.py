@@ -1,12 +1,21 @@
 import numpy as np
 import pytest
 
-from moclip.skeletons import (HUMANML3D, KINECT, KIT, SKELETONS, Skeleton, feature_dim,
-                              get_skeleton, skeleton_for_feature_dim)
+from moclip.skeletons import (
+    HUMANML3D,
+    KINECT,
+    KIT,
+    SKELETONS,
+    Skeleton,
+    feature_dim,
+    get_skeleton,
+    skeleton_for_feature_dim,
+)
 
 
-@pytest.mark.parametrize("skeleton, joints, width", [(HUMANML3D, 22, 263), (KIT, 21, 251),
-                                                     (KINECT, 20, 239)])
+@pytest.mark.parametrize(
+    "skeleton, joints, width", [(HUMANML3D, 22, 263), (KIT, 21, 251), (KINECT, 20, 239)]
+)
 def test_joint_counts_and_feature_widths(skeleton, joints, width):
     assert skeleton.num_joints == joints
     assert skeleton.feature_dim == width == feature_dim(joints)
@@ -55,8 +64,26 @@ def test_lookup_errors_name_what_is_known():
 
 def test_invalid_skeleton_is_rejected():
     with pytest.raises(ValueError, match="chain"):
-        Skeleton("bad", ("a", "b", "c"), (-1, 0, 1), np.zeros((3, 3)), ((0, 2),), (0, 0, 0, 0),
-                 ((0, 0), (0, 0)), (0, 0), (0, 0))
+        Skeleton(
+            "bad",
+            ("a", "b", "c"),
+            (-1, 0, 1),
+            np.zeros((3, 3)),
+            ((0, 2),),
+            (0, 0, 0, 0),
+            ((0, 0), (0, 0)),
+            (0, 0),
+            (0, 0),
+        )
     with pytest.raises(ValueError, match="parent"):
-        Skeleton("bad", ("a", "b"), (-1, 5), np.zeros((2, 3)), ((0, 1),), (0, 0, 0, 0),
-                 ((0, 0), (0, 0)), (0, 0), (0, 0))
+        Skeleton(
+            "bad",
+            ("a", "b"),
+            (-1, 5),
+            np.zeros((2, 3)),
+            ((0, 1),),
+            (0, 0, 0, 0),
+            ((0, 0), (0, 0)),
+            (0, 0),
+            (0, 0),
+        )

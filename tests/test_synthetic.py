@@ -20,7 +20,9 @@ def test_layout_and_manifest(tiny_corpus):
         assert (tiny_corpus / name).is_file(), name
     ids = (tiny_corpus / "all.txt").read_text().split()
     assert len(ids) == 60
-    splits = {s: set((tiny_corpus / f"{s}.txt").read_text().split()) for s in ("train", "val", "test")}
+    splits = {
+        s: set((tiny_corpus / f"{s}.txt").read_text().split()) for s in ("train", "val", "test")
+    }
     assert set.union(*splits.values()) == set(ids)
     assert sum(len(v) for v in splits.values()) == 60  # disjoint
     assert len(splits["train"]) == 48 and len(splits["test"]) == 9
@@ -34,7 +36,9 @@ def test_layout_and_manifest(tiny_corpus):
         assert len(captions) == 3 and len({c.text for c in captions}) == 3
         for caption in captions:
             assert caption.whole_clip
-            assert len(caption.tokens) == len(caption.text.replace(",", " ,").replace(".", " .").split())
+            assert len(caption.tokens) == len(
+                caption.text.replace(",", " ,").replace(".", " .").split()
+            )
             assert all("/" in token for token in caption.tokens)
     manifest = json.loads((tiny_corpus / "corpus.json").read_text())
     assert manifest["num_motions"] == 60 and manifest["seed"] == 7
@@ -45,11 +49,15 @@ def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path, tin
     build_corpus(other, 60, seed=7, workers=1, progress=False)
     files = sorted(p.relative_to(tiny_corpus) for p in tiny_corpus.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
-    _, mismatch, errors = filecmp.cmpfiles(tiny_corpus, other, [str(f) for f in files], shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+        tiny_corpus, other, [str(f) for f in files], shallow=False
+    )
     assert mismatch == [] and errors == []
     different = tmp_path / "seed8"
     build_corpus(different, 10, seed=8, workers=1, progress=False)
-    assert (different / "texts" / "000000.txt").read_text() != (tiny_corpus / "texts" / "000000.txt").read_text()
+    assert (different / "texts" / "000000.txt").read_text() != (
+        tiny_corpus / "texts" / "000000.txt"
+    ).read_text()
 
 
 def test_mean_and_std_are_those_of_the_training_split(tiny_corpus):
@@ -65,8 +73,11 @@ def test_corpus_covers_the_action_families_and_compositions():
     assert len(ACTIONS) >= 15 and families == set(ACTIONS)
     pairs = [m for m in motions if len(m.families) == 2]
     assert len(pairs) > 40
-    assert all(", then" in c.text or "then" in c.text or "after that" in c.text
-               for m in pairs for c in m.captions)
+    assert all(
+        ", then" in c.text or "then" in c.text or "after that" in c.text
+        for m in pairs
+        for c in m.captions
+    )
     # Standing up only follows sitting down.
     assert all(m.families[1] != "stand up" or m.families[0] == "sit down" for m in pairs)
 
@@ -109,8 +120,13 @@ def test_walking_direction_and_turns_follow_the_caption():
     backward = _find(lambda m: m.families == ("walk",) and "backward" in m.captions[0].text)
     pos = canonicalize(backward.positions, HUMANML3D)
     assert pos[-1, 0, 2] < -0.5  # facing +z at the start, it ends up behind where it started
-    left = _find(lambda m: m.families == ("turn",) and m.params[0]["side"] == "left"
-                 and m.params[0]["degrees"] == 180)
+    left = _find(
+        lambda m: (
+            m.families == ("turn",)
+            and m.params[0]["side"] == "left"
+            and m.params[0]["degrees"] == 180
+        )
+    )
     assert all("left" in c.text or "around" in c.text for c in left.captions)
     # The stored root rotation is the world-to-body turn in half-angles: a left turn is negative.
     turned = -2 * left.features[:, 0].sum()
@@ -121,14 +137,31 @@ def test_every_caption_word_is_tagged():
     for index in range(100):
         for caption in make_motion(2, index).captions:
             lemmas = [t.rsplit("/", 1) for t in caption.tokens]
-            assert all(pos in {"DET", "PRON", "NOUN", "ADV", "ADJ", "ADP", "NUM", "CCONJ", "INTJ",
-                               "PUNCT", "VERB"} for _, pos in lemmas)
+            assert all(
+                pos
+                in {
+                    "DET",
+                    "PRON",
+                    "NOUN",
+                    "ADV",
+                    "ADJ",
+                    "ADP",
+                    "NUM",
+                    "CCONJ",
+                    "INTJ",
+                    "PUNCT",
+                    "VERB",
+                }
+                for _, pos in lemmas
+            )
     assert LEXICON["walks"] == ("walk", "VERB")
 
 
 def test_cli_writes_a_corpus_and_rejects_too_few_motions(tmp_path, capsys):
-    assert main(["--out", str(tmp_path / "c"), "--num-motions", "5", "--seed", "1",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["--out", str(tmp_path / "c"), "--num-motions", "5", "--seed", "1", "--workers", "1"])
+        == 0
+    )
     assert len((tmp_path / "c" / "all.txt").read_text().split()) == 5
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "d"), "--num-motions", "2"])

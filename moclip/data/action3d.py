@@ -28,57 +28,110 @@ FILE_PATTERN = re.compile(r"a(\d{2})_s(\d{2})_e(\d{2})_skeleton3D\.txt$")
 
 # Joint order of the MSR Action3D files.
 MSR_ACTION3D_JOINTS = (
-    "left_shoulder", "right_shoulder", "shoulder_center", "spine", "left_hip", "right_hip",
-    "hip_center", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand",
-    "right_hand", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_foot",
-    "right_foot", "head",
+    "left_shoulder",
+    "right_shoulder",
+    "shoulder_center",
+    "spine",
+    "left_hip",
+    "right_hip",
+    "hip_center",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_foot",
+    "right_foot",
+    "head",
 )
 # FILE_TO_KINECT[k] = index in the file of Kinect joint k.
 FILE_TO_KINECT = tuple(MSR_ACTION3D_JOINTS.index(name) for name in KINECT.joint_names)
 
 ACTIONS: dict[int, tuple[str, ...]] = {
-    1: ("high arm wave", "a person waves one arm high above the head",
-        "someone raises an arm overhead and waves it"),
-    2: ("horizontal arm wave", "a person waves an arm from side to side in front of the body",
-        "someone sweeps an arm horizontally back and forth"),
-    3: ("hammer", "a person hammers downward with one hand",
-        "someone swings a hand up and down as if hammering a nail"),
-    4: ("hand catch", "a person reaches out and catches something with one hand",
-        "someone grabs an object out of the air"),
-    5: ("forward punch", "a person punches straight forward",
-        "someone throws a punch in front of them"),
-    6: ("high throw", "a person throws something high overhead",
-        "someone throws an object upward with one arm"),
-    7: ("draw x", "a person draws an x in the air with one hand",
-        "someone traces a cross shape in the air"),
-    8: ("draw tick", "a person draws a tick mark in the air",
-        "someone traces a check mark with one hand"),
-    9: ("draw circle", "a person draws a circle in the air with one hand",
-        "someone traces a circle in front of the body"),
-    10: ("hand clap", "a person claps both hands together",
-         "someone claps in front of the chest"),
-    11: ("two hand wave", "a person waves both hands above the head",
-         "someone raises both arms and waves them"),
-    12: ("side-boxing", "a person punches out to the side",
-         "someone boxes sideways with one fist"),
-    13: ("bend", "a person bends forward at the waist and stands back up",
-         "someone bows down and straightens up"),
-    14: ("forward kick", "a person kicks forward with one leg",
-         "someone kicks straight ahead"),
-    15: ("side kick", "a person kicks out to the side",
-         "someone raises a leg sideways in a kick"),
+    1: (
+        "high arm wave",
+        "a person waves one arm high above the head",
+        "someone raises an arm overhead and waves it",
+    ),
+    2: (
+        "horizontal arm wave",
+        "a person waves an arm from side to side in front of the body",
+        "someone sweeps an arm horizontally back and forth",
+    ),
+    3: (
+        "hammer",
+        "a person hammers downward with one hand",
+        "someone swings a hand up and down as if hammering a nail",
+    ),
+    4: (
+        "hand catch",
+        "a person reaches out and catches something with one hand",
+        "someone grabs an object out of the air",
+    ),
+    5: (
+        "forward punch",
+        "a person punches straight forward",
+        "someone throws a punch in front of them",
+    ),
+    6: (
+        "high throw",
+        "a person throws something high overhead",
+        "someone throws an object upward with one arm",
+    ),
+    7: (
+        "draw x",
+        "a person draws an x in the air with one hand",
+        "someone traces a cross shape in the air",
+    ),
+    8: (
+        "draw tick",
+        "a person draws a tick mark in the air",
+        "someone traces a check mark with one hand",
+    ),
+    9: (
+        "draw circle",
+        "a person draws a circle in the air with one hand",
+        "someone traces a circle in front of the body",
+    ),
+    10: ("hand clap", "a person claps both hands together", "someone claps in front of the chest"),
+    11: (
+        "two hand wave",
+        "a person waves both hands above the head",
+        "someone raises both arms and waves them",
+    ),
+    12: ("side-boxing", "a person punches out to the side", "someone boxes sideways with one fist"),
+    13: (
+        "bend",
+        "a person bends forward at the waist and stands back up",
+        "someone bows down and straightens up",
+    ),
+    14: ("forward kick", "a person kicks forward with one leg", "someone kicks straight ahead"),
+    15: ("side kick", "a person kicks out to the side", "someone raises a leg sideways in a kick"),
     16: ("jogging", "a person jogs in place", "someone runs on the spot"),
-    17: ("tennis swing", "a person swings an imaginary tennis racket",
-         "someone makes a forehand tennis stroke"),
-    18: ("tennis serve", "a person serves a tennis ball overhead",
-         "someone tosses a ball and serves as in tennis"),
+    17: (
+        "tennis swing",
+        "a person swings an imaginary tennis racket",
+        "someone makes a forehand tennis stroke",
+    ),
+    18: (
+        "tennis serve",
+        "a person serves a tennis ball overhead",
+        "someone tosses a ball and serves as in tennis",
+    ),
     19: ("golf swing", "a person swings a golf club", "someone takes a golf swing"),
-    20: ("pick up and throw", "a person picks something up from the floor and throws it",
-         "someone bends down, grabs an object and throws it"),
+    20: (
+        "pick up and throw",
+        "a person picks something up from the floor and throws it",
+        "someone bends down, grabs an object and throws it",
+    ),
 }
 
-SPLIT_SUBJECTS = {"train": (1, 3, 5, 7, 9), "test": (2, 4, 6, 8, 10),
-                  "all": tuple(range(1, 11))}
+SPLIT_SUBJECTS = {"train": (1, 3, 5, 7, 9), "test": (2, 4, 6, 8, 10), "all": tuple(range(1, 11))}
 
 
 def read_skeleton_file(path: Path | str) -> np.ndarray:
@@ -94,15 +147,19 @@ def read_skeleton_file(path: Path | str) -> np.ndarray:
             continue
         fields = line.split()
         if len(fields) != 4:
-            raise DatasetError(f"{path}:{number}: expected 4 numbers 'x y z c', got "
-                               f"{len(fields)} field(s): {line.strip()[:60]!r}")
+            raise DatasetError(
+                f"{path}:{number}: expected 4 numbers 'x y z c', got "
+                f"{len(fields)} field(s): {line.strip()[:60]!r}"
+            )
         try:
             rows.append([float(v) for v in fields[:3]])
         except ValueError:
             raise DatasetError(f"{path}:{number}: not a number in {line.strip()[:60]!r}") from None
     if not rows or len(rows) % 20:
-        raise DatasetError(f"{path}: {len(rows)} joint rows, expected a positive multiple of 20 "
-                           f"(20 joints per frame)")
+        raise DatasetError(
+            f"{path}: {len(rows)} joint rows, expected a positive multiple of 20 "
+            f"(20 joints per frame)"
+        )
     joints = np.asarray(rows).reshape(-1, 20, 3)
     if not np.all(np.isfinite(joints)):
         raise DatasetError(f"{path}: contains NaN or infinite coordinates")
@@ -125,8 +182,10 @@ def to_kinect_metres(raw: np.ndarray, units: str = "auto") -> np.ndarray:
     axis = int(np.argmax(np.abs(up)))
     vertical = np.zeros(3)
     vertical[axis] = np.sign(up[axis])
-    joints = qrot(np.broadcast_to(qbetween(vertical, np.array([0.0, 1.0, 0.0])),
-                                  joints.shape[:-1] + (4,)), joints)
+    joints = qrot(
+        np.broadcast_to(qbetween(vertical, np.array([0.0, 1.0, 0.0])), joints.shape[:-1] + (4,)),
+        joints,
+    )
     scale = {"m": 1.0, "cm": 0.01, "mm": 0.001}
     if units == "auto":
         units = "mm" if height > 30 else "cm" if height > 3 else "m"
@@ -154,16 +213,23 @@ def action_captions(action: int) -> tuple[Caption, ...]:
     return tuple(Caption(text, tuple(f"{w}/X" for w in text.split())) for text in ACTIONS[action])
 
 
-def load_action3d(root: Path | str, split: str, units: str = "auto",
-                  source_fps: float = SOURCE_FPS, min_frames: int = 10) -> MotionDataset:
+def load_action3d(
+    root: Path | str,
+    split: str,
+    units: str = "auto",
+    source_fps: float = SOURCE_FPS,
+    min_frames: int = 10,
+) -> MotionDataset:
     """MSR Action3D skeleton files under ROOT as a MotionDataset on the Kinect skeleton.
 
     Normalisation statistics come from the training subjects, whichever split is loaded.
     """
     root = Path(root)
     if split not in SPLIT_SUBJECTS:
-        raise DatasetError(f"unknown MSR Action3D split {split!r}; expected one of "
-                           f"{', '.join(SPLIT_SUBJECTS)} (cross-subject: odd subjects train)")
+        raise DatasetError(
+            f"unknown MSR Action3D split {split!r}; expected one of "
+            f"{', '.join(SPLIT_SUBJECTS)} (cross-subject: odd subjects train)"
+        )
     files = sorted(p for p in root.rglob("*_skeleton3D.txt") if FILE_PATTERN.search(p.name))
     if not files:
         raise DatasetError(f"{root}: no MSR Action3D files named aNN_sNN_eNN_skeleton3D.txt")

@@ -81,11 +81,14 @@ class MotionDataset:
         keep = set(motion_ids)
         unknown = keep - set(self.motion_ids)
         if unknown:
-            raise KeyError(f"{len(unknown)} motion id(s) not in {self.name}/{self.split}, "
-                           f"e.g. {sorted(unknown)[:3]}")
+            raise KeyError(
+                f"{len(unknown)} motion id(s) not in {self.name}/{self.split}, "
+                f"e.g. {sorted(unknown)[:3]}"
+            )
         items = [item for item in self.items if item.motion_id in keep]
-        return MotionDataset(self.name, self.split, self.skeleton, items, self.mean, self.std,
-                             Counter(self.dropped))
+        return MotionDataset(
+            self.name, self.split, self.skeleton, items, self.mean, self.std, Counter(self.dropped)
+        )
 
     def fingerprint(self) -> str:
         """sha256 over ids, caption lines and feature bytes: equal data, equal fingerprint."""
@@ -130,8 +133,10 @@ def load_array(path: Path, what: str) -> np.ndarray:
         raise DatasetError(f"{path}: {what} must be numeric, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise DatasetError(f"{path}: {what} contains NaN or infinite values (first at index "
-                           f"{tuple(int(i) for i in bad)})")
+        raise DatasetError(
+            f"{path}: {what} contains NaN or infinite values (first at index "
+            f"{tuple(int(i) for i in bad)})"
+        )
     return array
 
 
@@ -155,8 +160,14 @@ def read_captions(path: Path) -> list[Caption]:
     return captions
 
 
-def items_from_captions(motion_id: str, features: np.ndarray, captions: list[Caption],
-                        min_frames: int, fps: int, dropped: Counter) -> list[MotionItem]:
+def items_from_captions(
+    motion_id: str,
+    features: np.ndarray,
+    captions: list[Caption],
+    min_frames: int,
+    fps: int,
+    dropped: Counter,
+) -> list[MotionItem]:
     """One item for the whole-clip captions and one per distinct (start, end) sub-clip."""
     groups: dict[tuple[float, float], list[Caption]] = defaultdict(list)
     for caption in captions:
@@ -175,8 +186,13 @@ def items_from_captions(motion_id: str, features: np.ndarray, captions: list[Cap
     return items
 
 
-def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
-                 min_frames: int = MIN_FRAMES, fps: int = FPS) -> MotionDataset:
+def load_dataset(
+    root: Path | str,
+    split: str,
+    skeleton: Skeleton | None = None,
+    min_frames: int = MIN_FRAMES,
+    fps: int = FPS,
+) -> MotionDataset:
     """Load SPLIT of a HumanML3D-layout folder (HumanML3D, KIT-ML or the synthetic corpus).
 
     The skeleton follows from the feature width (of Mean.npy if present, else of the first
@@ -200,8 +216,9 @@ def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
                 raise DatasetError(f"{root / 'Mean.npy'}: {err}") from None
         for path, array in ((root / "Mean.npy", mean), (root / "Std.npy", std)):
             if skeleton is not None and array.shape != (skeleton.feature_dim,):
-                raise DatasetError(f"{path}: expected shape ({skeleton.feature_dim},), got "
-                                   f"{array.shape}")
+                raise DatasetError(
+                    f"{path}: expected shape ({skeleton.feature_dim},), got {array.shape}"
+                )
         if np.any(std <= 0):
             raise DatasetError(f"{root / 'Std.npy'}: standard deviations must be positive")
     items: list[MotionItem] = []
@@ -210,15 +227,19 @@ def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
         feat_path = root / "new_joint_vecs" / f"{motion_id}.npy"
         text_path = root / "texts" / f"{motion_id}.txt"
         if not feat_path.is_file():
-            raise DatasetError(f"{feat_path}: no motion features for id {motion_id!r} listed in "
-                               f"{root / (split + '.txt')}")
+            raise DatasetError(
+                f"{feat_path}: no motion features for id {motion_id!r} listed in "
+                f"{root / (split + '.txt')}"
+            )
         if not text_path.is_file():
-            raise DatasetError(f"{text_path}: no captions for id {motion_id!r} listed in "
-                               f"{root / (split + '.txt')}")
+            raise DatasetError(
+                f"{text_path}: no captions for id {motion_id!r} listed in {root / (split + '.txt')}"
+            )
         features = load_array(feat_path, "motion features")
         if features.ndim != 2:
-            raise DatasetError(f"{feat_path}: motion features must be frames x dims, got shape "
-                               f"{features.shape}")
+            raise DatasetError(
+                f"{feat_path}: motion features must be frames x dims, got shape {features.shape}"
+            )
         if skeleton is None:
             try:
                 skeleton = skeleton_for_feature_dim(features.shape[1])
@@ -231,8 +252,9 @@ def load_dataset(root: Path | str, split: str, skeleton: Skeleton | None = None,
                 f"({skeleton.num_joints} joints)"
             )
         captions = read_captions(text_path)
-        items += items_from_captions(motion_id, features.astype(np.float32, copy=False),
-                                     captions, min_frames, fps, dropped)
+        items += items_from_captions(
+            motion_id, features.astype(np.float32, copy=False), captions, min_frames, fps, dropped
+        )
     return MotionDataset(root.name, split, skeleton, items, mean, std, dropped)
 
 
@@ -241,6 +263,7 @@ def load_joints(root: Path | str, motion_id: str) -> np.ndarray:
     path = Path(root) / "new_joints" / f"{motion_id}.npy"
     joints = load_array(path, "joint positions")
     if joints.ndim != 3 or joints.shape[-1] != 3:
-        raise DatasetError(f"{path}: joint positions must be frames x joints x 3, got shape "
-                           f"{joints.shape}")
+        raise DatasetError(
+            f"{path}: joint positions must be frames x joints x 3, got shape {joints.shape}"
+        )
     return joints

@@ -135,8 +135,15 @@ def positions_to_features(
     vel = qrot(np.broadcast_to(facing[:-1, None], step.shape[:-1] + (4,)), step).reshape(n, -1)
 
     features = np.concatenate(
-        (rot_vel[:, None], lin_vel, root_y[:, None], ric, rot6d, vel,
-         foot_contacts(pos, skeleton, thresholds)),
+        (
+            rot_vel[:, None],
+            lin_vel,
+            root_y[:, None],
+            ric,
+            rot6d,
+            vel,
+            foot_contacts(pos, skeleton, thresholds),
+        ),
         axis=1,
     )
     assert features.shape[1] == skeleton.feature_dim
@@ -182,9 +189,13 @@ def features_to_positions(features: np.ndarray, num_joints: int) -> np.ndarray:
 def feature_slices(num_joints: int) -> dict[str, slice]:
     """Where each feature group lies in the per-frame vector."""
     sizes = {
-        "root_rot_vel": 1, "root_lin_vel": 2, "root_height": 1,
-        "positions": (num_joints - 1) * 3, "rotations": (num_joints - 1) * 6,
-        "velocities": num_joints * 3, "contacts": 4,
+        "root_rot_vel": 1,
+        "root_lin_vel": 2,
+        "root_height": 1,
+        "positions": (num_joints - 1) * 3,
+        "rotations": (num_joints - 1) * 6,
+        "velocities": num_joints * 3,
+        "contacts": 4,
     }
     slices, start = {}, 0
     for name, size in sizes.items():

@@ -35,11 +35,25 @@ SPLIT_SHARES = {"train": 0.80, "val": 0.05, "test": 0.15}
 COMPOSE_PROBABILITY = 0.3
 FORMAT_VERSION = 1
 
-SUBJECTS = ("a person", "someone", "the man", "a woman", "the person", "a man", "somebody",
-            "a figure", "the woman", "a human")
+SUBJECTS = (
+    "a person",
+    "someone",
+    "the man",
+    "a woman",
+    "the person",
+    "a man",
+    "somebody",
+    "a figure",
+    "the woman",
+    "a human",
+)
 SINGLE_TEMPLATES = ("{s} {a}.",)
-PAIR_TEMPLATES = ("{s} {a}, then {b}.", "{s} {a} and then {b}.", "first {s} {a}, then {b}.",
-                  "{s} {a}, and after that {b}.")
+PAIR_TEMPLATES = (
+    "{s} {a}, then {b}.",
+    "{s} {a} and then {b}.",
+    "first {s} {a}, then {b}.",
+    "{s} {a}, and after that {b}.",
+)
 
 
 def _lexicon() -> dict[str, tuple[str, str]]:
@@ -47,11 +61,11 @@ def _lexicon() -> dict[str, tuple[str, str]]:
         "DET": "a an the both all",
         "PRON": "someone somebody something it them that",
         "NOUN": "person man woman figure human degrees degree circle way leg legs foot knees chair "
-                "seat position object floor ground hands hand arms arm head sides side shoulder "
-                "height fist fists ball line spot place chest front squat squats punches kicks "
-                "jumps throws steps step times dance",
+        "seat position object floor ground hands hand arms arm head sides side shoulder "
+        "height fist fists ball line spot place chest front squat squats punches kicks "
+        "jumps throws steps step times dance",
         "ADV": "forward backward slowly quickly fast straight ahead briskly sideways around up "
-               "down back deeply then first together over once twice overhand deep high",
+        "down back deeply then first together over once twice overhand deep high",
         "ADJ": "slow quick left right full half seated several",
         "ADP": "in on to for with from above at out after of into",
         "NUM": "one two three four five six seven eight nine ten ninety 90 180 360",
@@ -59,23 +73,66 @@ def _lexicon() -> dict[str, tuple[str, str]]:
         "INTJ": "hello",
         "PUNCT": ", .",
         "VERB": "walks takes moves strolls runs sprints jogs lifting shuffles turns spins leaps "
-                "does hops balances stands bends sits lowers gets rises picks reaches stretches "
-                "raises lifts waves claps applauds punches_v throws_v boxes kicks_v makes winds "
-                "dances sways stepping sitting standing alternating using sit stretch pick",
+        "does hops balances stands bends sits lowers gets rises picks reaches stretches "
+        "raises lifts waves claps applauds punches_v throws_v boxes kicks_v makes winds "
+        "dances sways stepping sitting standing alternating using sit stretch pick",
     }
-    lemmas = {"walks": "walk", "takes": "take", "moves": "move", "strolls": "stroll",
-              "runs": "run", "sprints": "sprint", "jogs": "jog", "lifting": "lift",
-              "shuffles": "shuffle", "turns": "turn", "spins": "spin", "leaps": "leap",
-              "does": "do", "hops": "hop", "balances": "balance", "stands": "stand",
-              "bends": "bend", "sits": "sit", "lowers": "lower", "gets": "get", "rises": "rise",
-              "picks": "pick", "reaches": "reach", "stretches": "stretch", "raises": "raise",
-              "lifts": "lift", "waves": "wave", "claps": "clap", "applauds": "applaud",
-              "boxes": "box", "makes": "make", "winds": "wind", "dances": "dance",
-              "sways": "sway", "stepping": "step", "sitting": "sit", "standing": "stand",
-              "alternating": "alternate", "using": "use", "degrees": "degree", "legs": "leg",
-              "knees": "knee", "hands": "hand", "arms": "arm", "sides": "side", "fists": "fist",
-              "squats": "squat", "punches": "punch", "kicks": "kick", "jumps": "jump",
-              "throws": "throw", "steps": "step", "times": "time", "an": "a"}
+    lemmas = {
+        "walks": "walk",
+        "takes": "take",
+        "moves": "move",
+        "strolls": "stroll",
+        "runs": "run",
+        "sprints": "sprint",
+        "jogs": "jog",
+        "lifting": "lift",
+        "shuffles": "shuffle",
+        "turns": "turn",
+        "spins": "spin",
+        "leaps": "leap",
+        "does": "do",
+        "hops": "hop",
+        "balances": "balance",
+        "stands": "stand",
+        "bends": "bend",
+        "sits": "sit",
+        "lowers": "lower",
+        "gets": "get",
+        "rises": "rise",
+        "picks": "pick",
+        "reaches": "reach",
+        "stretches": "stretch",
+        "raises": "raise",
+        "lifts": "lift",
+        "waves": "wave",
+        "claps": "clap",
+        "applauds": "applaud",
+        "boxes": "box",
+        "makes": "make",
+        "winds": "wind",
+        "dances": "dance",
+        "sways": "sway",
+        "stepping": "step",
+        "sitting": "sit",
+        "standing": "stand",
+        "alternating": "alternate",
+        "using": "use",
+        "degrees": "degree",
+        "legs": "leg",
+        "knees": "knee",
+        "hands": "hand",
+        "arms": "arm",
+        "sides": "side",
+        "fists": "fist",
+        "squats": "squat",
+        "punches": "punch",
+        "kicks": "kick",
+        "jumps": "jump",
+        "throws": "throw",
+        "steps": "step",
+        "times": "time",
+        "an": "a",
+    }
     lexicon: dict[str, tuple[str, str]] = {}
     for pos, words in by_pos.items():
         for word in words.split():
@@ -114,7 +171,8 @@ def _pad(clip: Clip, before: int, after: int) -> Clip:
     """Hold the first and last poses still for `before` and `after` frames."""
     padded = empty_clip(clip.family, clip.num_frames + before + after)
     padded.angles = np.concatenate(
-        (np.repeat(clip.angles[:1], before, 0), clip.angles, np.repeat(clip.angles[-1:], after, 0)))
+        (np.repeat(clip.angles[:1], before, 0), clip.angles, np.repeat(clip.angles[-1:], after, 0))
+    )
     padded.velocity[before : before + clip.num_frames] = clip.velocity
     padded.yaw_rate[before : before + clip.num_frames] = clip.yaw_rate
     padded.lift[before : before + clip.num_frames] = clip.lift
@@ -133,6 +191,7 @@ def _concat(clips: list[Clip]) -> Clip:
 
 def _local_rotations(angles: np.ndarray) -> np.ndarray:
     """q = q_y(twist) q_z(abduction) q_x(flexion) per joint and frame."""
+
     def about(axis: int, values: np.ndarray) -> np.ndarray:
         rotvec = np.zeros(values.shape + (3,))
         rotvec[..., axis] = values
@@ -146,7 +205,10 @@ def _style(rng: np.random.Generator, angles: np.ndarray) -> np.ndarray:
     offsets = np.zeros(angles.shape[1:])
     for j in (HUMANML3D.index("spine1"), HUMANML3D.index("spine3"), HUMANML3D.index("neck")):
         offsets[j, 0] = rng.normal(0.0, 0.04)
-    for j, sign in ((HUMANML3D.index("left_shoulder"), 1.0), (HUMANML3D.index("right_shoulder"), -1.0)):
+    for j, sign in (
+        (HUMANML3D.index("left_shoulder"), 1.0),
+        (HUMANML3D.index("right_shoulder"), -1.0),
+    ):
         offsets[j, 1] = sign * abs(rng.normal(0.05, 0.03))
     return angles + offsets
 
@@ -181,8 +243,9 @@ def _captions(rng: np.random.Generator, phrase_sets: list[list[str]]) -> tuple[C
             text = template.format(s=SUBJECTS[subjects[attempt % len(subjects)]], a=chosen[0])
         else:
             template = PAIR_TEMPLATES[int(rng.integers(len(PAIR_TEMPLATES)))]
-            text = template.format(s=SUBJECTS[subjects[attempt % len(subjects)]], a=chosen[0],
-                                   b=chosen[1])
+            text = template.format(
+                s=SUBJECTS[subjects[attempt % len(subjects)]], a=chosen[0], b=chosen[1]
+            )
         text = " ".join(text.split())
         if text not in captions:
             captions.append(text)
@@ -216,8 +279,14 @@ def make_motion(seed: int, index: int) -> SyntheticMotion:
     features = positions_to_features(positions, HUMANML3D)
     canonical = canonicalize(positions, HUMANML3D)[:-1].astype(np.float32)
     captions = _captions(rng, [c.phrases for c in clips])
-    return SyntheticMotion(f"{index:06d}", canonical, features, captions, tuple(program),
-                           tuple(c.params for c in clips))
+    return SyntheticMotion(
+        f"{index:06d}",
+        canonical,
+        features,
+        captions,
+        tuple(program),
+        tuple(c.params for c in clips),
+    )
 
 
 def _write_motion(root: Path, motion: SyntheticMotion) -> None:
@@ -227,7 +296,9 @@ def _write_motion(root: Path, motion: SyntheticMotion) -> None:
     (root / "texts" / f"{motion.motion_id}.txt").write_text(lines, encoding="utf-8")
 
 
-def _build_one(args: tuple[str, int, int]) -> tuple[int, int, np.ndarray, np.ndarray, tuple[str, ...]]:
+def _build_one(
+    args: tuple[str, int, int],
+) -> tuple[int, int, np.ndarray, np.ndarray, tuple[str, ...]]:
     root, seed, index = args
     motion = make_motion(seed, index)
     _write_motion(Path(root), motion)
@@ -248,8 +319,13 @@ def split_ids(ids: list[str], seed: int) -> dict[str, list[str]]:
     }
 
 
-def build_corpus(out: Path | str, num_motions: int, seed: int = 0, workers: int | None = None,
-                 progress: bool = True) -> dict:
+def build_corpus(
+    out: Path | str,
+    num_motions: int,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Write `num_motions` synthetic motions under `out`; returns the corpus manifest."""
     if num_motions < 3:
         raise ValueError(f"--num-motions must be at least 3 (one per split), got {num_motions}")
@@ -280,8 +356,12 @@ def build_corpus(out: Path | str, num_motions: int, seed: int = 0, workers: int 
     for name, members in (*splits.items(), ("all", ids)):
         (root / f"{name}.txt").write_text("\n".join(members) + "\n", encoding="utf-8")
     manifest = {
-        "generator": "moclip.data.synthetic", "format_version": FORMAT_VERSION, "seed": seed,
-        "num_motions": num_motions, "fps": FPS, "skeleton": HUMANML3D.name,
+        "generator": "moclip.data.synthetic",
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "num_motions": num_motions,
+        "fps": FPS,
+        "skeleton": HUMANML3D.name,
         "splits": {k: len(v) for k, v in splits.items()},
         "families": dict(sorted(families.items())),
     }
@@ -305,7 +385,9 @@ class _Serial:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder to write (HumanML3D layout)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="folder to write (HumanML3D layout)"
+    )
     parser.add_argument("--num-motions", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -315,8 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build_corpus(args.out, args.num_motions, args.seed, args.workers)
     except ValueError as err:
         parser.error(str(err))
-    print(f"[synthetic] wrote {manifest['num_motions']} motions of {len(manifest['families'])} "
-          f"action families to {args.out} in {time.monotonic() - started:.1f} s")
+    print(
+        f"[synthetic] wrote {manifest['num_motions']} motions of {len(manifest['families'])} "
+        f"action families to {args.out} in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 

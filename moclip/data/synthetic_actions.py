@@ -22,10 +22,19 @@ FPS = 20
 FLEX, ABDUCT, TWIST = 0, 1, 2
 _J = {name: i for i, name in enumerate(HUMANML3D.joint_names)}
 SPINE = (_J["spine1"], _J["spine2"], _J["spine3"])
-NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven",
-           8: "eight", 9: "nine", 10: "ten"}
-TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times",
-         6: "six times"}
+NUMBERS = {
+    1: "one",
+    2: "two",
+    3: "three",
+    4: "four",
+    5: "five",
+    6: "six",
+    7: "seven",
+    8: "eight",
+    9: "nine",
+    10: "ten",
+}
+TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "five times", 6: "six times"}
 
 
 def joint(side: str, part: str) -> int:
@@ -48,7 +57,9 @@ class Clip:
 
     family: str
     angles: np.ndarray  # (T, J, 3) Euler angles (flex, abduct, twist)
-    velocity: np.ndarray  # (T, 2) root velocity on the floor, facing frame (x left, z forward), m/frame
+    velocity: (
+        np.ndarray
+    )  # (T, 2) root velocity on the floor, facing frame (x left, z forward), m/frame
     yaw_rate: np.ndarray  # (T,) radians per frame, + turns left
     lift: np.ndarray  # (T,) height of the lowest foot above the floor (flight), m
     phrases: list[str]  # third-person verb phrases, e.g. "walks forward slowly"
@@ -109,8 +120,18 @@ def choose(rng: np.random.Generator, options):
 
 # --- locomotion --------------------------------------------------------------------------------
 
-def _gait(clip: Clip, period: float, hip: float, knee: float, arm: float, elbow: float,
-          lean: float = 0.0, reverse: bool = False, knees_up: bool = False) -> np.ndarray:
+
+def _gait(
+    clip: Clip,
+    period: float,
+    hip: float,
+    knee: float,
+    arm: float,
+    elbow: float,
+    lean: float = 0.0,
+    reverse: bool = False,
+    knees_up: bool = False,
+) -> np.ndarray:
     """Alternating leg swing with opposite arm swing; returns the phase per frame."""
     n = clip.num_frames
     env = envelope(n)
@@ -124,7 +145,8 @@ def _gait(clip: Clip, period: float, hip: float, knee: float, arm: float, elbow:
         else:
             clip.angles[:, joint(side, "hip"), FLEX] = -hip * np.sin(p) * env
             clip.angles[:, joint(side, "knee"), FLEX] = (
-                knee * np.maximum(0, swing) ** 1.5 + 0.08) * env
+                knee * np.maximum(0, swing) ** 1.5 + 0.08
+            ) * env
         clip.angles[:, joint(side, "ankle"), FLEX] = -0.15 * np.maximum(0, swing) * env
         clip.angles[:, joint(side, "shoulder"), FLEX] = arm * np.sin(p) * env
         clip.angles[:, joint(side, "shoulder"), ABDUCT] = lateral(side) * 0.08 * env
@@ -135,8 +157,9 @@ def _gait(clip: Clip, period: float, hip: float, knee: float, arm: float, elbow:
 
 
 def walk(rng: np.random.Generator, max_frames: int) -> Clip:
-    adverb, speed, cadence = choose(rng, [("slowly", 0.8, 1.5), ("", 1.2, 1.8),
-                                          ("quickly", 1.6, 2.1)])
+    adverb, speed, cadence = choose(
+        rng, [("slowly", 0.8, 1.5), ("", 1.2, 1.8), ("quickly", 1.6, 2.1)]
+    )
     backward = adverb != "quickly" and rng.random() < 0.25
     direction = "backward" if backward else "forward"
     step_frames = FPS / cadence
@@ -147,8 +170,16 @@ def walk(rng: np.random.Generator, max_frames: int) -> Clip:
     leg = 0.87
     step_len = speed / cadence
     hip = np.arcsin(min(0.9, step_len / (2 * leg)))
-    _gait(clip, 2 * step_frames, hip, 0.9, 0.35, 0.25, lean=-0.05 if backward else 0.05,
-          reverse=backward)
+    _gait(
+        clip,
+        2 * step_frames,
+        hip,
+        0.9,
+        0.35,
+        0.25,
+        lean=-0.05 if backward else 0.05,
+        reverse=backward,
+    )
     clip.velocity[:, 1] = (-1 if backward else 1) * speed / FPS * envelope(n)
     adv = f" {adverb}" if adverb else ""
     slow_word = {"slowly": "slow ", "quickly": "quick ", "": ""}[adverb]
@@ -159,8 +190,13 @@ def walk(rng: np.random.Generator, max_frames: int) -> Clip:
         f"moves {direction}{adv} for {NUMBERS[steps]} steps",
     ]
     if not backward:
-        clip.phrases.append({"slowly": "strolls forward slowly", "": "walks straight ahead",
-                             "quickly": "walks briskly forward"}[adverb])
+        clip.phrases.append(
+            {
+                "slowly": "strolls forward slowly",
+                "": "walks straight ahead",
+                "quickly": "walks briskly forward",
+            }[adverb]
+        )
     clip.params = {"speed": speed, "direction": direction, "steps": steps}
     return clip
 
@@ -176,9 +212,12 @@ def run(rng: np.random.Generator, max_frames: int) -> Clip:
     clip.lift = 0.06 * np.maximum(0, np.sin(2 * phase)) * envelope(n)
     clip.velocity[:, 1] = speed / FPS * envelope(n)
     adv = f" {adverb}" if adverb else ""
-    clip.phrases = [f"runs forward{adv}", f"runs{adv} in a straight line",
-                    f"sprints forward" if adverb == "fast" else f"jogs forward{adv}",
-                    f"runs ahead{adv}"]
+    clip.phrases = [
+        f"runs forward{adv}",
+        f"runs{adv} in a straight line",
+        "sprints forward" if adverb == "fast" else f"jogs forward{adv}",
+        f"runs ahead{adv}",
+    ]
     clip.params = {"speed": speed, "steps": steps}
     return clip
 
@@ -192,8 +231,12 @@ def jog_in_place(rng: np.random.Generator, max_frames: int) -> Clip:
     phase = _gait(clip, 2 * step_frames, 0.9, 1.7, 0.6, 1.4, lean=0.05, knees_up=True)
     clip.lift = 0.04 * np.maximum(0, np.sin(2 * phase + np.pi)) * envelope(n)
     adv = f" {adverb}" if adverb else ""
-    clip.phrases = [f"jogs in place{adv}", f"runs on the spot{adv}",
-                    f"jogs on the spot{adv}, lifting the knees", f"{adverb + ' ' if adverb else ''}jogs in place"]
+    clip.phrases = [
+        f"jogs in place{adv}",
+        f"runs on the spot{adv}",
+        f"jogs on the spot{adv}, lifting the knees",
+        f"{adverb + ' ' if adverb else ''}jogs in place",
+    ]
     clip.params = {"cadence": cadence, "steps": steps}
     return clip
 
@@ -214,20 +257,36 @@ def side_step(rng: np.random.Generator, max_frames: int) -> Clip:
         clip.angles[:, joint(s, "knee"), FLEX] = 0.15 * env
         clip.angles[:, joint(s, "elbow"), FLEX] = -0.3 * env
     clip.velocity[:, 0] = lateral(side) * 0.45 * 2 / step_frames * np.sin(phase / 2) ** 2 * env
-    clip.phrases = [f"steps to the {side}", f"side steps to the {side} {TIMES.get(steps, '')}",
-                    f"shuffles sideways to the {side}", f"takes {NUMBERS[steps]} steps to the {side}"]
+    clip.phrases = [
+        f"steps to the {side}",
+        f"side steps to the {side} {TIMES.get(steps, '')}",
+        f"shuffles sideways to the {side}",
+        f"takes {NUMBERS[steps]} steps to the {side}",
+    ]
     clip.params = {"side": side, "steps": steps}
     return clip
 
 
 def turn(rng: np.random.Generator, max_frames: int) -> Clip:
     side = choose(rng, ["left", "right"])
-    degrees, words = choose(rng, [(90, ["turns {side}", "turns to the {side}",
-                                        "turns ninety degrees to the {side}"]),
-                                  (180, ["turns around to the {side}", "turns around",
-                                         "turns half a circle to the {side}"]),
-                                  (360, ["turns in a full circle to the {side}", "spins around to the {side}",
-                                         "turns all the way around to the {side}"])])
+    degrees, words = choose(
+        rng,
+        [
+            (90, ["turns {side}", "turns to the {side}", "turns ninety degrees to the {side}"]),
+            (
+                180,
+                ["turns around to the {side}", "turns around", "turns half a circle to the {side}"],
+            ),
+            (
+                360,
+                [
+                    "turns in a full circle to the {side}",
+                    "spins around to the {side}",
+                    "turns all the way around to the {side}",
+                ],
+            ),
+        ],
+    )
     n = min(max_frames, int(20 + degrees / 90 * 16))
     clip = empty_clip("turn", n)
     _gait(clip, 14, 0.2, 0.7, 0.1, 0.3)
@@ -239,6 +298,7 @@ def turn(rng: np.random.Generator, max_frames: int) -> Clip:
 
 
 # --- whole-body actions ------------------------------------------------------------------------
+
 
 def jump(rng: np.random.Generator, max_frames: int) -> Clip:
     forward = rng.random() < 0.5
@@ -267,9 +327,12 @@ def jump(rng: np.random.Generator, max_frames: int) -> Clip:
     clip.lift = np.maximum(clip.lift, 0)
     how = "high " if high else ""
     where = "forward" if forward else "in place"
-    clip.phrases = [f"jumps {how}{where} {TIMES[reps]}".replace("  ", " "),
-                    f"jumps {where} {TIMES[reps]}", f"does {NUMBERS[reps]} {'high ' if high else ''}jumps {where}",
-                    f"leaps {where} {TIMES[reps]}"]
+    clip.phrases = [
+        f"jumps {how}{where} {TIMES[reps]}".replace("  ", " "),
+        f"jumps {where} {TIMES[reps]}",
+        f"does {NUMBERS[reps]} {'high ' if high else ''}jumps {where}",
+        f"leaps {where} {TIMES[reps]}",
+    ]
     clip.params = {"forward": forward, "high": high, "reps": reps}
     return clip
 
@@ -293,8 +356,12 @@ def hop(rng: np.random.Generator, max_frames: int) -> Clip:
         clip.angles[:, joint(side, "knee"), FLEX] += 0.6 * crouch
         air = np.arange(n) - (t0 + 4)
         clip.lift += np.where((air >= 0) & (air <= 6), 0.12 * 4 * air * (6 - air) / 36, 0.0)
-    clip.phrases = [f"hops on the {side} leg {TIMES[reps]}", f"hops on one leg, the {side} one",
-                    f"jumps on the {side} foot {TIMES[reps]}", f"balances on the {side} leg and hops"]
+    clip.phrases = [
+        f"hops on the {side} leg {TIMES[reps]}",
+        f"hops on one leg, the {side} one",
+        f"jumps on the {side} foot {TIMES[reps]}",
+        f"balances on the {side} leg and hops",
+    ]
     clip.params = {"side": side, "reps": reps}
     return clip
 
@@ -315,8 +382,12 @@ def squat(rng: np.random.Generator, max_frames: int) -> Clip:
     for j in SPINE:
         clip.angles[:, j, FLEX] = 0.12 * depth * down
     word = "deep " if deep else ""
-    clip.phrases = [f"does {NUMBERS[reps]} {word}squats", f"squats {'deeply ' if deep else ''}{TIMES[reps]}",
-                    f"squats down and stands back up {TIMES[reps]}", f"bends the knees into a {word}squat {TIMES[reps]}"]
+    clip.phrases = [
+        f"does {NUMBERS[reps]} {word}squats",
+        f"squats {'deeply ' if deep else ''}{TIMES[reps]}",
+        f"squats down and stands back up {TIMES[reps]}",
+        f"bends the knees into a {word}squat {TIMES[reps]}",
+    ]
     clip.params = {"deep": deep, "reps": reps}
     return clip
 
@@ -339,8 +410,12 @@ def sit_down(rng: np.random.Generator, max_frames: int) -> Clip:
     # The pelvis goes down and back onto an (invisible) seat.
     clip.velocity[:, 1] = -0.25 / duration * ((np.arange(n) >= 4) & (np.arange(n) < 4 + duration))
     slow = duration > 32
-    clip.phrases = ["sits down" + (" slowly" if slow else ""), "sits down on a chair",
-                    "lowers down to sit" + (" slowly" if slow else ""), "takes a seat"]
+    clip.phrases = [
+        "sits down" + (" slowly" if slow else ""),
+        "sits down on a chair",
+        "lowers down to sit" + (" slowly" if slow else ""),
+        "takes a seat",
+    ]
     clip.ends_seated = True
     clip.params = {"duration": duration}
     return clip
@@ -352,9 +427,15 @@ def stand_up(rng: np.random.Generator, max_frames: int) -> Clip:
     clip = empty_clip("stand up", n)
     start = n - duration - 6
     _seated(n, clip, hold(n, (-2, -1), (start, start + duration)))
-    clip.velocity[:, 1] = 0.25 / duration * ((np.arange(n) >= start) & (np.arange(n) < start + duration))
-    clip.phrases = ["stands up", "gets up from a chair", "rises from sitting to standing",
-                    "stands up from a seated position"]
+    clip.velocity[:, 1] = (
+        0.25 / duration * ((np.arange(n) >= start) & (np.arange(n) < start + duration))
+    )
+    clip.phrases = [
+        "stands up",
+        "gets up from a chair",
+        "rises from sitting to standing",
+        "stands up from a seated position",
+    ]
     clip.starts_seated = True
     clip.params = {"duration": duration}
     return clip
@@ -376,9 +457,12 @@ def bend_pick_up(rng: np.random.Generator, max_frames: int) -> Clip:
         clip.angles[:, joint(s, "shoulder"), FLEX] = (-1.35 if reaching else -0.8) * down
         clip.angles[:, joint(s, "elbow"), FLEX] = (-0.1 if reaching else -0.6) * down
     which = "both hands" if hand == "both" else f"the {hand} hand"
-    clip.phrases = [f"bends down to pick something up with {which}",
-                    f"bends over and picks up an object with {which}",
-                    f"reaches down to the floor with {which}", "picks something up from the ground"]
+    clip.phrases = [
+        f"bends down to pick something up with {which}",
+        f"bends over and picks up an object with {which}",
+        f"reaches down to the floor with {which}",
+        "picks something up from the ground",
+    ]
     clip.params = {"hand": hand}
     return clip
 
@@ -390,7 +474,9 @@ def stretch(rng: np.random.Generator, max_frames: int) -> Clip:
     reps = max(1, min(reps, (max_frames - 4) // per))
     n = reps * per + 4
     clip = empty_clip("stretch", n)
-    arms = sum(hold(n, (2 + r * per, 14 + r * per), (28 + r * per, 40 + r * per)) for r in range(reps))
+    arms = sum(
+        hold(n, (2 + r * per, 14 + r * per), (28 + r * per, 40 + r * per)) for r in range(reps)
+    )
     for s in ("left", "right"):
         if up:
             clip.angles[:, joint(s, "shoulder"), FLEX] = -2.9 * arms
@@ -401,8 +487,12 @@ def stretch(rng: np.random.Generator, max_frames: int) -> Clip:
         for j in SPINE:
             clip.angles[:, j, FLEX] = -0.06 * arms
     where = "up over the head" if up else "out to the sides"
-    clip.phrases = [f"stretches both arms {where} {TIMES[reps]}", f"raises the arms {where} to stretch",
-                    f"stretches {where}", f"reaches {where} and stretches {TIMES[reps]}"]
+    clip.phrases = [
+        f"stretches both arms {where} {TIMES[reps]}",
+        f"raises the arms {where} to stretch",
+        f"stretches {where}",
+        f"reaches {where} and stretches {TIMES[reps]}",
+    ]
     clip.params = {"up": up, "reps": reps}
     return clip
 
@@ -421,14 +511,19 @@ def raise_arms(rng: np.random.Generator, max_frames: int) -> Clip:
                 clip.angles[:, joint(s, "shoulder"), ABDUCT] = lateral(s) * 1.55 * up
     which = "both arms" if side == "both" else f"the {side} arm"
     where = "in front" if front else "to the side"
-    clip.phrases = [f"raises {which} {where} and lowers it" if side != "both"
-                    else f"raises {which} {where} and lowers them",
-                    f"lifts {which} {where} to shoulder height", f"raises {which} {where}"]
+    clip.phrases = [
+        f"raises {which} {where} and lowers it"
+        if side != "both"
+        else f"raises {which} {where} and lowers them",
+        f"lifts {which} {where} to shoulder height",
+        f"raises {which} {where}",
+    ]
     clip.params = {"side": side, "front": front}
     return clip
 
 
 # --- arm and leg gestures ----------------------------------------------------------------------
+
 
 def wave(rng: np.random.Generator, max_frames: int) -> Clip:
     side = choose(rng, ["left", "right"])
@@ -446,8 +541,12 @@ def wave(rng: np.random.Generator, max_frames: int) -> Clip:
     waving = np.where((t >= 0) & (t < reps * per), np.sin(2 * np.pi * t / per), 0.0)
     clip.angles[:, shoulder, ABDUCT] += lateral(side) * 0.35 * waving * up
     how = "high above the head" if high else "at shoulder height"
-    clip.phrases = [f"waves the {side} hand {how}", f"waves with the {side} hand {TIMES.get(reps, 'several times')}",
-                    f"raises the {side} arm and waves", f"waves hello with the {side} hand"]
+    clip.phrases = [
+        f"waves the {side} hand {how}",
+        f"waves with the {side} hand {TIMES.get(reps, 'several times')}",
+        f"raises the {side} arm and waves",
+        f"waves hello with the {side} hand",
+    ]
     clip.params = {"side": side, "high": high, "reps": reps}
     return clip
 
@@ -464,8 +563,12 @@ def clap(rng: np.random.Generator, max_frames: int) -> Clip:
         clip.angles[:, joint(s, "shoulder"), FLEX] = -1.2 * up
         clip.angles[:, joint(s, "elbow"), FLEX] = -0.5 * up
         clip.angles[:, joint(s, "shoulder"), TWIST] = -lateral(s) * (0.15 + 0.45 * together) * up
-    clip.phrases = [f"claps {TIMES.get(reps, f'{NUMBERS[reps]} times')}", "claps the hands in front of the chest",
-                    f"claps both hands together {TIMES.get(reps, f'{NUMBERS[reps]} times')}", "applauds"]
+    clip.phrases = [
+        f"claps {TIMES.get(reps, f'{NUMBERS[reps]} times')}",
+        "claps the hands in front of the chest",
+        f"claps both hands together {TIMES.get(reps, f'{NUMBERS[reps]} times')}",
+        "applauds",
+    ]
     clip.params = {"reps": reps}
     return clip
 
@@ -490,8 +593,12 @@ def punch(rng: np.random.Generator, max_frames: int) -> Clip:
             clip.angles[:, j, TWIST] += -lateral(s) * 0.08 * strike
     which = "both fists, alternating" if side == "both" else f"the {side} fist"
     hand = "alternating hands" if side == "both" else f"the {side} hand"
-    clip.phrases = [f"punches forward with {hand} {TIMES[reps]}", f"throws {NUMBERS[reps]} punches with {which}",
-                    f"punches {TIMES[reps]} with {hand}", f"boxes with {hand}"]
+    clip.phrases = [
+        f"punches forward with {hand} {TIMES[reps]}",
+        f"throws {NUMBERS[reps]} punches with {which}",
+        f"punches {TIMES[reps]} with {hand}",
+        f"boxes with {hand}",
+    ]
     clip.params = {"side": side, "reps": reps}
     return clip
 
@@ -515,8 +622,12 @@ def kick(rng: np.random.Generator, max_frames: int) -> Clip:
         for j in SPINE:
             clip.angles[:, j, FLEX] -= 0.05 * chamber
     how = "high " if high else ""
-    clip.phrases = [f"kicks {how}with the {side} leg {TIMES[reps]}", f"kicks forward with the {side} foot",
-                    f"does {NUMBERS[reps]} {how}{side} kicks", f"kicks {TIMES[reps]} using the {side} leg"]
+    clip.phrases = [
+        f"kicks {how}with the {side} leg {TIMES[reps]}",
+        f"kicks forward with the {side} foot",
+        f"does {NUMBERS[reps]} {how}{side} kicks",
+        f"kicks {TIMES[reps]} using the {side} leg",
+    ]
     clip.params = {"side": side, "high": high, "reps": reps}
     return clip
 
@@ -536,12 +647,18 @@ def throw(rng: np.random.Generator, max_frames: int) -> Clip:
         clip.angles[:, shoulder, ABDUCT] += lateral(side) * 0.4 * windup
         clip.angles[:, joint(side, "elbow"), FLEX] += -1.6 * windup
         for j in SPINE:
-            clip.angles[:, j, TWIST] += lateral(side) * 0.25 * windup - lateral(side) * 0.25 * release
+            clip.angles[:, j, TWIST] += (
+                lateral(side) * 0.25 * windup - lateral(side) * 0.25 * release
+            )
             clip.angles[:, j, FLEX] += 0.12 * release
         clip.angles[:, joint(other(side), "hip"), FLEX] -= 0.3 * release
         clip.angles[:, joint(other(side), "knee"), FLEX] += 0.3 * release
-    clip.phrases = [f"throws a ball with the {side} hand {TIMES[reps]}", f"throws something overhand with the {side} arm",
-                    f"makes {NUMBERS[reps]} throws with the {side} arm", f"winds up and throws with the {side} hand"]
+    clip.phrases = [
+        f"throws a ball with the {side} hand {TIMES[reps]}",
+        f"throws something overhand with the {side} arm",
+        f"makes {NUMBERS[reps]} throws with the {side} arm",
+        f"winds up and throws with the {side} hand",
+    ]
     clip.params = {"side": side, "reps": reps}
     return clip
 
@@ -555,23 +672,45 @@ def dance(rng: np.random.Generator, max_frames: int) -> Clip:
     phase = 2 * np.pi * np.arange(n) / per
     for s in ("left", "right"):
         side_phase = phase + (0 if s == "left" else np.pi)
-        clip.angles[:, joint(s, "knee"), FLEX] = (0.2 + 0.35 * np.maximum(0, np.sin(side_phase))) * env
+        clip.angles[:, joint(s, "knee"), FLEX] = (
+            0.2 + 0.35 * np.maximum(0, np.sin(side_phase))
+        ) * env
         clip.angles[:, joint(s, "hip"), FLEX] = -0.15 * np.maximum(0, np.sin(side_phase)) * env
-        clip.angles[:, joint(s, "shoulder"), ABDUCT] = lateral(s) * (0.6 + 0.4 * np.sin(side_phase)) * env
+        clip.angles[:, joint(s, "shoulder"), ABDUCT] = (
+            lateral(s) * (0.6 + 0.4 * np.sin(side_phase)) * env
+        )
         clip.angles[:, joint(s, "elbow"), FLEX] = -1.0 * env
     for j in SPINE:
         clip.angles[:, j, ABDUCT] = 0.08 * np.sin(phase) * env
     clip.velocity[:, 0] = 0.3 * 2 * np.pi / per * np.cos(phase) / 2 * env
-    clip.phrases = [f"dances side to side {TIMES.get(reps, 'several times')}", "does a dance step from side to side",
-                    "sways and dances with the arms out", "dances in place, stepping left and right"]
+    clip.phrases = [
+        f"dances side to side {TIMES.get(reps, 'several times')}",
+        "does a dance step from side to side",
+        "sways and dances with the arms out",
+        "dances in place, stepping left and right",
+    ]
     clip.params = {"reps": reps}
     return clip
 
 
 ACTIONS = {
-    "walk": walk, "run": run, "jog in place": jog_in_place, "side step": side_step,
-    "turn": turn, "jump": jump, "hop": hop, "squat": squat, "sit down": sit_down,
-    "stand up": stand_up, "bend and pick up": bend_pick_up, "stretch": stretch,
-    "raise arms": raise_arms, "wave": wave, "clap": clap, "punch": punch, "kick": kick,
-    "throw": throw, "dance": dance,
+    "walk": walk,
+    "run": run,
+    "jog in place": jog_in_place,
+    "side step": side_step,
+    "turn": turn,
+    "jump": jump,
+    "hop": hop,
+    "squat": squat,
+    "sit down": sit_down,
+    "stand up": stand_up,
+    "bend and pick up": bend_pick_up,
+    "stretch": stretch,
+    "raise arms": raise_arms,
+    "wave": wave,
+    "clap": clap,
+    "punch": punch,
+    "kick": kick,
+    "throw": throw,
+    "dance": dance,
 }

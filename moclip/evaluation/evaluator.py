@@ -7,7 +7,6 @@ Euclidean ranking (the protocol's R-precision) and cosine training agree.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from moclip.data.captions import tokenize
 from moclip.pairs import pad_motions
+from moclip.storage import freeze, load_state, save_state
 
 PAD, UNK = "<pad>", "<unk>"
 EVALUATOR_FORMAT = 1
@@ -68,12 +68,16 @@ class TextGRU(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, config.word_width, padding_idx=0)
         self.gru = nn.GRU(config.word_width, config.hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Sequential(nn.Linear(2 * config.hidden, config.hidden), nn.LeakyReLU(0.2),
-                                 nn.Linear(config.hidden, config.out_width))
+        self.out = nn.Sequential(
+            nn.Linear(2 * config.hidden, config.hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(config.hidden, config.out_width),
+        )
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         _, last = self.gru(packed)
         return self.out(torch.cat((last[0], last[1]), dim=-1))
 
@@ -84,12 +88,17 @@ class MotionConvGRU(nn.Module):
     def __init__(self, feature_dim: int, config: EvaluatorConfig) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(feature_dim, config.conv_width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv1d(feature_dim, config.conv_width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
             nn.Conv1d(config.conv_width, config.conv_width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2))
+            nn.LeakyReLU(0.2),
+        )
         self.gru = nn.GRU(config.conv_width, config.hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Sequential(nn.Linear(2 * config.hidden, config.hidden), nn.LeakyReLU(0.2),
-                                 nn.Linear(config.hidden, config.out_width))
+        self.out = nn.Sequential(
+            nn.Linear(2 * config.hidden, config.hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(config.hidden, config.out_width),
+        )
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.conv(features.transpose(1, 2)).transpose(1, 2)
@@ -103,8 +112,14 @@ class MotionConvGRU(nn.Module):
 class Evaluator(nn.Module):
     """Text and motion features in one space, from the evaluator's own encoders."""
 
-    def __init__(self, vocab: Vocabulary, feature_dim: int, mean: np.ndarray, std: np.ndarray,
-                 config: EvaluatorConfig = EvaluatorConfig()) -> None:
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        feature_dim: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        config: EvaluatorConfig = EvaluatorConfig(),
+    ) -> None:
         super().__init__()
         self.vocab = vocab
         self.config = config
@@ -115,8 +130,9 @@ class Evaluator(nn.Module):
         self.motion = MotionConvGRU(feature_dim, config)
         # Filled after training: features of real test motions, the reference of FID.
         self.register_buffer("reference_mu", torch.zeros(config.out_width, dtype=torch.float64))
-        self.register_buffer("reference_sigma", torch.zeros(config.out_width, config.out_width,
-                                                           dtype=torch.float64))
+        self.register_buffer(
+            "reference_sigma", torch.zeros(config.out_width, config.out_width, dtype=torch.float64)
+        )
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) * self.config.scale
@@ -145,8 +161,10 @@ class Evaluator(nn.Module):
         device = self.mean.device
         out = []
         for i in range(0, len(motions), batch_size):
-            chunk = [(torch.as_tensor(m, dtype=torch.float32, device=device) - self.mean)
-                     / self.std for m in motions[i : i + batch_size]]
+            chunk = [
+                (torch.as_tensor(m, dtype=torch.float32, device=device) - self.mean) / self.std
+                for m in motions[i : i + batch_size]
+            ]
             features, mask = pad_motions(chunk)
             out.append(self.encode_motion_batch(features, mask.to(device)).cpu())
         return torch.cat(out).numpy().astype(np.float64)
@@ -159,37 +177,40 @@ class Evaluator(nn.Module):
         return digest.hexdigest()
 
 
-def save_evaluator(path: Path | str, evaluator: Evaluator, data_fingerprint: str,
-                   figures: dict) -> Path:
+def save_evaluator(
+    path: Path | str, evaluator: Evaluator, data_fingerprint: str, figures: dict
+) -> Path:
     """Write weights, vocabulary, config, data fingerprint and ground-truth figures atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": EVALUATOR_FORMAT, "model": evaluator.state_dict(),
-             "vocab": list(evaluator.vocab.words), "config": evaluator.config.to_dict(),
-             "feature_dim": evaluator.feature_dim, "data_fingerprint": data_fingerprint,
-             "figures": figures}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_state(
+        path,
+        {
+            "format": EVALUATOR_FORMAT,
+            "model": evaluator.state_dict(),
+            "vocab": list(evaluator.vocab.words),
+            "config": evaluator.config.to_dict(),
+            "feature_dim": evaluator.feature_dim,
+            "data_fingerprint": data_fingerprint,
+            "figures": figures,
+        },
+    )
 
 
-def load_evaluator(path: Path | str, device: str | torch.device = "cpu"
-                   ) -> tuple[Evaluator, dict]:
+def load_evaluator(path: Path | str, device: str | torch.device = "cpu") -> tuple[Evaluator, dict]:
     """(frozen evaluator, stored state: data fingerprint, ground-truth figures, ...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluator not found; train one with "
-                                f"python -m moclip.evaluation.train_evaluator")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != EVALUATOR_FORMAT:
-        raise ValueError(f"{path}: not an evaluator file of format {EVALUATOR_FORMAT}")
+    state = load_state(
+        path,
+        "evaluator",
+        EVALUATOR_FORMAT,
+        "train one with python -m moclip.evaluation.train_evaluator",
+    )
     config = EvaluatorConfig(**state["config"])
     model = state["model"]
-    evaluator = Evaluator(Vocabulary(tuple(state["vocab"])), state["feature_dim"],
-                          model["mean"].numpy(), model["std"].numpy(), config)
+    evaluator = Evaluator(
+        Vocabulary(tuple(state["vocab"])),
+        state["feature_dim"],
+        model["mean"].numpy(),
+        model["std"].numpy(),
+        config,
+    )
     evaluator.load_state_dict(model)
-    evaluator.eval().to(device)
-    for parameter in evaluator.parameters():
-        parameter.requires_grad_(False)
-    return evaluator, state
+    return freeze(evaluator, device), state

@@ -17,8 +17,13 @@ import numpy as np
 import torch
 
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
-from moclip.evaluation.evaluator import (Evaluator, EvaluatorConfig, Vocabulary, load_evaluator,
-                                         save_evaluator)
+from moclip.evaluation.evaluator import (
+    Evaluator,
+    EvaluatorConfig,
+    Vocabulary,
+    load_evaluator,
+    save_evaluator,
+)
 from moclip.losses import contrastive_loss
 from moclip.metrics import diversity, fid, gaussian_stats, matching_score, r_precision
 from moclip.pairs import PairSet, collate_pairs
@@ -32,9 +37,15 @@ def one_caption_per_motion(data: MotionDataset, seed: int) -> list[str]:
     return [item.captions[int(rng.integers(len(item.captions)))].text for item in data.items]
 
 
-def train_evaluator(train: MotionDataset, steps: int = 1500, batch_size: int = 64,
-                    lr: float = 1e-3, seed: int = 0, config: EvaluatorConfig = EvaluatorConfig(),
-                    log_every: int = 100) -> tuple[Evaluator, list[float]]:
+def train_evaluator(
+    train: MotionDataset,
+    steps: int = 1500,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    config: EvaluatorConfig = EvaluatorConfig(),
+    log_every: int = 100,
+) -> tuple[Evaluator, list[float]]:
     """Contrastive training (fixed temperature 0.07, shared motions not negatives)."""
     torch.manual_seed(seed)
     vocab = Vocabulary.from_captions([c.text for item in train.items for c in item.captions])
@@ -42,7 +53,8 @@ def train_evaluator(train: MotionDataset, steps: int = 1500, batch_size: int = 6
     pairs = PairSet(train)
     optimizer = torch.optim.AdamW(evaluator.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
     generator = torch.Generator().manual_seed(seed)
     log_scale = torch.tensor(math.log(1 / TEMPERATURE))
     losses: list[float] = []
@@ -63,8 +75,11 @@ def train_evaluator(train: MotionDataset, steps: int = 1500, batch_size: int = 6
             scheduler.step()
             losses.append(loss.item())
             if log_every and len(losses) % log_every == 0:
-                print(f"[evaluator] step {len(losses)}/{steps} loss {np.mean(losses[-log_every:]):.3f}"
-                      f" ({time.monotonic() - started:.0f} s)", flush=True)
+                print(
+                    f"[evaluator] step {len(losses)}/{steps} loss {np.mean(losses[-log_every:]):.3f}"
+                    f" ({time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )
             if len(losses) >= steps:
                 break
     evaluator.eval()
@@ -73,8 +88,9 @@ def train_evaluator(train: MotionDataset, steps: int = 1500, batch_size: int = 6
     return evaluator, losses
 
 
-def ground_truth_figures(evaluator: Evaluator, train: MotionDataset, test: MotionDataset,
-                         seed: int = 0) -> dict[str, float]:
+def ground_truth_figures(
+    evaluator: Evaluator, train: MotionDataset, test: MotionDataset, seed: int = 0
+) -> dict[str, float]:
     """Real test motions against their texts; FID of real test motions against a real sample
     of the training split of the same size. Stores the test features' Gaussian as the FID
     reference."""
@@ -86,9 +102,13 @@ def ground_truth_figures(evaluator: Evaluator, train: MotionDataset, test: Motio
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(train), min(len(train), len(test)), replace=False)
     train_motion = evaluator.encode_motions([train.items[i].features for i in sample])
-    return {**r_precision(text, motion, seed=seed), "mm_dist": matching_score(text, motion),
-            "diversity": diversity(motion, seed=seed), "fid_train_vs_test": fid(train_motion, motion),
-            "num_test_motions": float(len(test))}
+    return {
+        **r_precision(text, motion, seed=seed),
+        "mm_dist": matching_score(text, motion),
+        "diversity": diversity(motion, seed=seed),
+        "fid_train_vs_test": fid(train_motion, motion),
+        "num_test_motions": float(len(test)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

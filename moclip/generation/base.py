@@ -15,7 +15,12 @@ class MotionGenerator(ABC):
     """Frozen text-to-motion generator conditioned on a pluggable text encoder."""
 
     @abstractmethod
-    def generate(self, prompts: Sequence[str], lengths: Sequence[int], text_encoder: TextEmbedder,
-                 noise_seeds: Sequence[int]) -> list[np.ndarray]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        lengths: Sequence[int],
+        text_encoder: TextEmbedder,
+        noise_seeds: Sequence[int],
+    ) -> list[np.ndarray]:
         """One unnormalised feature array (lengths[i], D) per prompt. The same noise seed gives
         the same sampling noise, so a prompt and its perturbed twin differ only by the text."""

@@ -11,7 +11,6 @@ without retraining.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 from moclip.generation.base import MotionGenerator
 from moclip.motion_encoder import sinusoidal_positions
 from moclip.pairs import pad_motions
+from moclip.storage import freeze, load_state, save_state
 from moclip.text_encoders import TextEmbedder
 
 GENERATOR_FORMAT = 1
@@ -48,8 +48,9 @@ class DiffusionConfig:
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 1 <= self.sample_steps <= self.diffusion_steps:
-            raise ValueError(f"sample_steps must be in [1, {self.diffusion_steps}], got "
-                             f"{self.sample_steps}")
+            raise ValueError(
+                f"sample_steps must be in [1, {self.diffusion_steps}], got {self.sample_steps}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,27 +76,45 @@ class MotionDenoiser(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.text_proj = nn.Linear(text_width, w)
         self.null_text = nn.Parameter(torch.zeros(w))
-        self.register_buffer("positions", sinusoidal_positions(config.max_frames + 2, w),
-                             persistent=False)
-        self.register_buffer("step_codes", sinusoidal_positions(config.diffusion_steps, w),
-                             persistent=False)
+        self.register_buffer(
+            "positions", sinusoidal_positions(config.max_frames + 2, w), persistent=False
+        )
+        self.register_buffer(
+            "step_codes", sinusoidal_positions(config.diffusion_steps, w), persistent=False
+        )
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(w, config.heads, config.ff_mult * w, config.dropout,
-                                       batch_first=True, norm_first=True, activation="gelu")
-            for _ in range(config.layers))
+            nn.TransformerEncoderLayer(
+                w,
+                config.heads,
+                config.ff_mult * w,
+                config.dropout,
+                batch_first=True,
+                norm_first=True,
+                activation="gelu",
+            )
+            for _ in range(config.layers)
+        )
         self.out_norm = nn.LayerNorm(w)
         self.out_proj = nn.Linear(w, feature_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
-                use_text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        use_text: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
         batch, frames, _ = x.shape
         time_token = self.time_mlp(self.step_codes[t])
-        text_token = torch.where(use_text[:, None], self.text_proj(text),
-                                 self.null_text.expand(batch, -1))
+        text_token = torch.where(
+            use_text[:, None], self.text_proj(text), self.null_text.expand(batch, -1)
+        )
         tokens = torch.cat((time_token[:, None], text_token[:, None], self.in_proj(x)), dim=1)
         tokens = tokens + self.positions[: frames + 2]
-        padding = torch.cat((torch.zeros(batch, 2, dtype=torch.bool, device=x.device), ~mask),
-                            dim=1)
+        padding = torch.cat(
+            (torch.zeros(batch, 2, dtype=torch.bool, device=x.device), ~mask), dim=1
+        )
         for layer in self.layers:
             tokens = layer(tokens, src_key_padding_mask=padding)
         return self.out_proj(self.out_norm(tokens[:, 2:]))
@@ -104,8 +123,15 @@ class MotionDenoiser(nn.Module):
 class DiffusionGenerator(nn.Module, MotionGenerator):
     """The denoiser with its schedule, the data statistics and the conditioning encoder's id."""
 
-    def __init__(self, feature_dim: int, text_width: int, mean: np.ndarray, std: np.ndarray,
-                 config: DiffusionConfig = DiffusionConfig(), encoder_id: str = "") -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        text_width: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        config: DiffusionConfig = DiffusionConfig(),
+        encoder_id: str = "",
+    ) -> None:
         super().__init__()
         self.config = config
         self.feature_dim = feature_dim
@@ -116,8 +142,13 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         self.register_buffer("alpha_bar", cosine_alpha_bar(config.diffusion_steps).float())
 
-    def training_loss(self, x0: torch.Tensor, mask: torch.Tensor, text: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(
+        self,
+        x0: torch.Tensor,
+        mask: torch.Tensor,
+        text: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """E ||x0 - D(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c)||^2 over valid frames, with
         the text dropped for a `cond_dropout` share of the batch."""
         batch = len(x0)
@@ -131,21 +162,38 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
         err = ((pred - x0) ** 2).mean(-1) * mask
         return err.sum() / mask.sum()
 
-    def guided_x0(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
-                  mask: torch.Tensor, guidance: float) -> torch.Tensor:
+    def guided_x0(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        mask: torch.Tensor,
+        guidance: float,
+    ) -> torch.Tensor:
         """x0_u + g (x0_c - x0_u); at g = 1 only the conditional model runs."""
         batch = len(x_t)
         on = torch.ones(batch, dtype=torch.bool, device=x_t.device)
         if guidance == 1.0:
             return self.denoiser(x_t, t, text, on, mask)
-        both = self.denoiser(torch.cat((x_t, x_t)), torch.cat((t, t)), torch.cat((text, text)),
-                             torch.cat((on, ~on)), torch.cat((mask, mask)))
+        both = self.denoiser(
+            torch.cat((x_t, x_t)),
+            torch.cat((t, t)),
+            torch.cat((text, text)),
+            torch.cat((on, ~on)),
+            torch.cat((mask, mask)),
+        )
         conditional, unconditional = both[:batch], both[batch:]
         return unconditional + guidance * (conditional - unconditional)
 
     @torch.no_grad()
-    def sample(self, text: torch.Tensor, lengths: Sequence[int], noise_seeds: Sequence[int],
-               steps: int | None = None, guidance: float | None = None) -> list[np.ndarray]:
+    def sample(
+        self,
+        text: torch.Tensor,
+        lengths: Sequence[int],
+        noise_seeds: Sequence[int],
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> list[np.ndarray]:
         """DDIM (eta = 0): x_{t'} = sqrt(abar_t') x0 + sqrt(1 - abar_t') eps_hat, where
         eps_hat = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t). The only randomness is the
         starting noise, drawn per motion from its own seed. Returns unnormalised features."""
@@ -153,15 +201,22 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
         steps = steps or self.config.sample_steps
         guidance = self.config.guidance if guidance is None else guidance
         if not len(text) == len(lengths) == len(noise_seeds):
-            raise ValueError(f"{len(text)} texts, {len(lengths)} lengths and {len(noise_seeds)} "
-                             f"noise seeds: need one of each per motion")
+            raise ValueError(
+                f"{len(text)} texts, {len(lengths)} lengths and {len(noise_seeds)} "
+                f"noise seeds: need one of each per motion"
+            )
         if min(lengths) < 1 or max(lengths) > self.config.max_frames:
-            raise ValueError(f"lengths must be in 1..{self.config.max_frames}, got "
-                             f"{min(lengths)}..{max(lengths)}")
+            raise ValueError(
+                f"lengths must be in 1..{self.config.max_frames}, got "
+                f"{min(lengths)}..{max(lengths)}"
+            )
         device = self.mean.device
-        noise = [torch.randn(int(n), self.feature_dim,
-                             generator=torch.Generator().manual_seed(int(seed)))
-                 for n, seed in zip(lengths, noise_seeds)]
+        noise = [
+            torch.randn(
+                int(n), self.feature_dim, generator=torch.Generator().manual_seed(int(seed))
+            )
+            for n, seed in zip(lengths, noise_seeds)
+        ]
         x, mask = pad_motions(noise)
         x, mask = x.to(device), mask.to(device)
         text = F.normalize(text.to(device).float(), dim=-1)
@@ -175,46 +230,66 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
         x = x * self.std + self.mean
         return [x[b, : int(n)].cpu().numpy() for b, n in enumerate(lengths)]
 
-    def generate(self, prompts: Sequence[str], lengths: Sequence[int], text_encoder: TextEmbedder,
-                 noise_seeds: Sequence[int], steps: int | None = None,
-                 guidance: float | None = None) -> list[np.ndarray]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        lengths: Sequence[int],
+        text_encoder: TextEmbedder,
+        noise_seeds: Sequence[int],
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> list[np.ndarray]:
         """One motion (T_i, D) per prompt; equal seeds give equal starting noise."""
         text = text_encoder(list(prompts))
         if text.shape[-1] != self.text_width:
-            raise ValueError(f"the text encoder gives width {text.shape[-1]}, the generator was "
-                             f"trained on width {self.text_width}")
+            raise ValueError(
+                f"the text encoder gives width {text.shape[-1]}, the generator was "
+                f"trained on width {self.text_width}"
+            )
         return self.sample(text, lengths, noise_seeds, steps, guidance)
 
 
-def save_generator(path: Path | str, generator: DiffusionGenerator, data_fingerprint: str,
-                   extra: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": GENERATOR_FORMAT, "family": "diffusion", "model": generator.state_dict(),
-             "config": generator.config.to_dict(), "feature_dim": generator.feature_dim,
-             "text_width": generator.text_width, "encoder_id": generator.encoder_id,
-             "data_fingerprint": data_fingerprint, "extra": extra or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+def save_generator(
+    path: Path | str,
+    generator: DiffusionGenerator,
+    data_fingerprint: str,
+    extra: dict | None = None,
+) -> Path:
+    """Write weights, config, conditioning encoder id and data fingerprint atomically."""
+    return save_state(
+        path,
+        {
+            "format": GENERATOR_FORMAT,
+            "family": "diffusion",
+            "model": generator.state_dict(),
+            "config": generator.config.to_dict(),
+            "feature_dim": generator.feature_dim,
+            "text_width": generator.text_width,
+            "encoder_id": generator.encoder_id,
+            "data_fingerprint": data_fingerprint,
+            "extra": extra or {},
+        },
+    )
 
 
-def load_generator(path: Path | str, device: str | torch.device = "cpu"
-                   ) -> tuple[DiffusionGenerator, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: generator not found; train one with "
-                                f"python -m moclip.generation.train_generator")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"{path}: not a generator file of format {GENERATOR_FORMAT}")
+def load_generator(
+    path: Path | str, device: str | torch.device = "cpu"
+) -> tuple[DiffusionGenerator, dict]:
+    """(frozen generator, stored state) on `device`."""
+    state = load_state(
+        path,
+        "generator",
+        GENERATOR_FORMAT,
+        "train one with python -m moclip.generation.train_generator",
+    )
     model = state["model"]
-    generator = DiffusionGenerator(state["feature_dim"], state["text_width"],
-                                   model["mean"].numpy(), model["std"].numpy(),
-                                   DiffusionConfig(**state["config"]), state["encoder_id"])
+    generator = DiffusionGenerator(
+        state["feature_dim"],
+        state["text_width"],
+        model["mean"].numpy(),
+        model["std"].numpy(),
+        DiffusionConfig(**state["config"]),
+        state["encoder_id"],
+    )
     generator.load_state_dict(model)
-    generator.eval().to(device)
-    for parameter in generator.parameters():
-        parameter.requires_grad_(False)
-    return generator, state
+    return freeze(generator, device), state

@@ -23,21 +23,30 @@ from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
 from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
 
 
-def train_generator(train: MotionDataset, embedder: TextEmbedder, steps: int = 3000,
-                    batch_size: int = 64, lr: float = 2e-4, seed: int = 0,
-                    config: DiffusionConfig = DiffusionConfig(),
-                    log_every: int = 100) -> tuple[DiffusionGenerator, list[float]]:
+def train_generator(
+    train: MotionDataset,
+    embedder: TextEmbedder,
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    seed: int = 0,
+    config: DiffusionConfig = DiffusionConfig(),
+    log_every: int = 100,
+) -> tuple[DiffusionGenerator, list[float]]:
     """The generator and its per-step losses."""
     pairs = PairSet(train)
     captions = sorted({c.text for item in train.items for c in item.captions})
     started = time.monotonic()
     embedded = dict(zip(captions, embedder(captions)))
-    print(f"[generator] embedded {len(captions)} captions in {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(
+        f"[generator] embedded {len(captions)} captions in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
     torch.manual_seed(seed)
     width = next(iter(embedded.values())).shape[-1]
-    generator = DiffusionGenerator(train.skeleton.feature_dim, width, train.mean, train.std,
-                                   config, embedder.identity)
+    generator = DiffusionGenerator(
+        train.skeleton.feature_dim, width, train.mean, train.std, config, embedder.identity
+    )
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -54,9 +63,11 @@ def train_generator(train: MotionDataset, embedder: TextEmbedder, steps: int = 3
             optimizer.step()
             losses.append(loss.item())
             if log_every and len(losses) % log_every == 0:
-                print(f"[generator] step {len(losses)}/{steps} loss "
-                      f"{np.mean(losses[-log_every:]):.4f} ({time.monotonic() - started:.0f} s)",
-                      flush=True)
+                print(
+                    f"[generator] step {len(losses)}/{steps} loss "
+                    f"{np.mean(losses[-log_every:]):.4f} ({time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )
             if len(losses) >= steps:
                 break
     generator.eval()
@@ -84,11 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     encoder, tokenizer, _ = build_text_encoder(spec)
     started = time.monotonic()
-    generator, losses = train_generator(train, TextEmbedder(encoder, tokenizer), args.steps,
-                                        args.batch_size, seed=args.seed, config=config)
-    summary = {"steps": args.steps, "final_loss": float(np.mean(losses[-100:])),
-               "train_seconds": round(time.monotonic() - started, 1),
-               "text_encoder": spec.to_dict()}
+    generator, losses = train_generator(
+        train,
+        TextEmbedder(encoder, tokenizer),
+        args.steps,
+        args.batch_size,
+        seed=args.seed,
+        config=config,
+    )
+    summary = {
+        "steps": args.steps,
+        "final_loss": float(np.mean(losses[-100:])),
+        "train_seconds": round(time.monotonic() - started, 1),
+        "text_encoder": spec.to_dict(),
+    }
     save_generator(args.out, generator, train.fingerprint(), summary)
     print(json.dumps({"generator": str(args.out), **summary}, indent=2))
     return 0
