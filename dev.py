@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,30 @@ def _requirements_digest() -> str:
     for path in (ROOT / "pyproject.toml", CONSTRAINTS, Path(__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+WORDNET_PACKAGES = ["wordnet-base", "wordnet-sense-index"]
+WORDNET_MARKER = Path("/usr/share/wordnet/index.sense")
+
+
+def ensure_wordnet() -> None:
+    """WordNet 3.0 for TextAttack's synonym swaps comes from Debian's packages (no download at
+    run time); moclip.attacks.resources copies it into nltk's layout."""
+    if WORDNET_MARKER.exists() or not shutil.which("apt-get"):
+        if not WORDNET_MARKER.exists():
+            print(
+                f"[dev] warning: no apt-get; install WordNet 3.0 ({' '.join(WORDNET_PACKAGES)})"
+                f" by hand for the wordnet-synonym recipe",
+                flush=True,
+            )
+        return
+    sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo"]
+    install = [*sudo, "apt-get", "install", "-y", "-q", *WORDNET_PACKAGES]
+    print(f"[dev] installing {' '.join(WORDNET_PACKAGES)} with apt-get", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL}
+    if subprocess.run(install, **quiet).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, **quiet)
+        subprocess.run(install, check=True, **quiet)
 
 
 def ensure_env() -> Path:
@@ -75,6 +100,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     python = ensure_env()
+    ensure_wordnet()
     if argv[0] == "setup":
         return 0
     if argv[0] == "run":

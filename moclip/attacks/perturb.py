@@ -1,0 +1,251 @@
+"""Perturbed prompt sets: seeded random perturbation under a word budget, cached as versioned
+JSON-lines files keyed by data fingerprint, recipe, budget, seed and encoder id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moclip.attacks.recipes import CHARACTER_RECIPES, build_transformation, seeded_global_random
+
+SET_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most `words` words, or a `share` of the prompt's words (at least one), may change."""
+
+    words: int | None = None
+    share: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.words is None) == (self.share is None):
+            raise ValueError("a budget is a number of words or a share of them, not both")
+        if self.words is not None and self.words < 1:
+            raise ValueError(f"budget words must be >= 1, got {self.words}")
+        if self.share is not None and not 0 < self.share <= 1:
+            raise ValueError(f"budget share must be in (0, 1], got {self.share}")
+
+    @classmethod
+    def parse(cls, value: int | float | str) -> "Budget":
+        """1, 2, 3 -> words; 0.2 -> a share."""
+        number = float(value)
+        if number >= 1 and number.is_integer():
+            return cls(words=int(number))
+        return cls(share=number)
+
+    def max_words(self, num_words: int) -> int:
+        if self.words is not None:
+            return self.words
+        return max(1, math.floor(self.share * num_words + 0.5))
+
+    def __str__(self) -> str:
+        return f"{self.words}w" if self.words is not None else f"{self.share:g}share"
+
+
+@dataclass(frozen=True)
+class PerturbedPrompt:
+    original: str
+    perturbed: str
+    words_changed: int
+    edit_distance: int
+    success: bool
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance: insertions, deletions and substitutions, each costing 1."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _perturb_one(
+    text: str, transformation, budget: Budget, seed: int, max_edit_distance: int | None
+) -> PerturbedPrompt:
+    from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
+    from textattack.shared import AttackedText
+
+    original = AttackedText(text)
+    current = original
+    limit = budget.max_words(len(original.words))
+    rng = np.random.default_rng(seed)
+    constraints = [RepeatModification(), StopwordModification()]
+    changed = 0
+    for index in rng.permutation(len(original.words)).tolist():
+        if changed >= limit:
+            break
+        with seeded_global_random(seed * 1000 + index):
+            candidates = transformation(
+                current, pre_transformation_constraints=constraints, indices_to_modify={index}
+            )
+        if max_edit_distance is not None:
+            candidates = [
+                c for c in candidates if levenshtein(original.text, c.text) <= max_edit_distance
+            ]
+        if not candidates:
+            continue
+        current = candidates[int(rng.integers(len(candidates)))]
+        changed += 1
+    return make_record(text, current.text)
+
+
+def make_record(original: str, perturbed: str) -> PerturbedPrompt:
+    """The record of one perturbation; words are compared position by position."""
+    from textattack.shared import AttackedText
+
+    before, after = AttackedText(original).words, AttackedText(perturbed).words
+    changed = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
+    return PerturbedPrompt(
+        original, perturbed, changed, levenshtein(original, perturbed), perturbed != original
+    )
+
+
+def _attack_all(
+    prompts: Sequence[str],
+    seeds: list[int],
+    encoder: Callable,
+    transformation,
+    budget: Budget,
+    max_edit_distance: int | None,
+    motions: tuple[torch.Tensor, Sequence[int]] | None,
+) -> list[PerturbedPrompt]:
+    """White-box sets: the greedy search per prompt, one Attack per distinct word limit."""
+    from textattack.shared import AttackedText
+
+    from moclip.attacks.adversarial import attack_prompt, build_attack
+
+    gallery, true_rows = motions if motions is not None else (None, [None] * len(prompts))
+    if len(true_rows) != len(prompts):
+        raise ValueError(f"{len(true_rows)} true motion rows for {len(prompts)} prompts")
+    attacks: dict[int, object] = {}
+    records = []
+    for text, seed, row in zip(prompts, seeds, true_rows):
+        limit = budget.max_words(len(AttackedText(text).words))
+        if limit not in attacks:
+            attacks[limit] = build_attack(
+                encoder, transformation, limit, max_edit_distance, gallery=gallery
+            )
+        with seeded_global_random(seed):
+            records.append(make_record(text, attack_prompt(attacks[limit], text, row)))
+    return records
+
+
+def set_key(
+    data_fingerprint: str, recipe: str, budget: Budget, seed: int, encoder_id: str | None
+) -> str:
+    """The file name of a perturbed set: readable parts and a short hash of all of them."""
+    parts = f"{data_fingerprint}|{recipe}|{budget}|{seed}|{encoder_id or 'random'}|v{SET_FORMAT}"
+    digest = hashlib.sha256(parts.encode()).hexdigest()[:12]
+    return f"{recipe}-{budget}-s{seed}-{encoder_id or 'random'}-{digest}"
+
+
+def perturb(
+    prompts: Sequence[str],
+    recipe: str,
+    budget: Budget | int | float,
+    seed: int,
+    encoder: Callable | None = None,
+    cache_dir: Path | str | None = None,
+    data_fingerprint: str = "",
+    max_edit_distance: int | None = None,
+    motions: tuple[torch.Tensor, Sequence[int]] | None = None,
+) -> list[PerturbedPrompt]:
+    """Perturb every prompt within `budget` words.
+
+    Without an encoder: seeded random perturbations (transfer sets, one per recipe, budget and
+    seed). With an encoder (texts -> embeddings; its `identity` names the set): TextAttack's
+    greedy word-importance search maximising the embedding drift (white-box sets), or, with
+    `motions` = (motion embeddings, each prompt's true row), pushing the true motion down the
+    text-to-motion ranking.
+
+    Stopwords and already-changed words are never touched (TextAttack's StopwordModification
+    and RepeatModification); character recipes keep the whole prompt within a Levenshtein
+    distance of 2 per allowed word unless `max_edit_distance` says otherwise. With a
+    `cache_dir`, the set is stored as JSON lines under its key and read back on the next call.
+    """
+    budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
+    encoder_id = getattr(encoder, "identity", "custom-encoder") if encoder is not None else None
+    if motions is not None:
+        if encoder is None:
+            raise ValueError("motions= needs an encoder: the rank attack is white-box")
+        encoder_id += "-rank"
+    path = None
+    if cache_dir is not None:
+        key = set_key(data_fingerprint, recipe, budget, seed, encoder_id)
+        path = Path(cache_dir) / f"{key}.jsonl"
+        if path.is_file():
+            return read_set(path)
+    transformation = build_transformation(recipe)
+    if max_edit_distance is None and recipe in CHARACTER_RECIPES and budget.words is not None:
+        max_edit_distance = 2 * budget.words
+    seeds = [int(np.random.default_rng([seed, i]).integers(2**31)) for i in range(len(prompts))]
+    if encoder is None:
+        records = [
+            _perturb_one(text, transformation, budget, s, max_edit_distance)
+            for text, s in zip(prompts, seeds)
+        ]
+    else:
+        records = _attack_all(
+            prompts, seeds, encoder, transformation, budget, max_edit_distance, motions
+        )
+    if path is not None:
+        write_set(
+            path,
+            records,
+            {
+                "recipe": recipe,
+                "budget": str(budget),
+                "seed": seed,
+                "encoder": encoder_id,
+                "data_fingerprint": data_fingerprint,
+                "format": SET_FORMAT,
+            },
+        )
+    return records
+
+
+def write_set(path: Path, records: list[PerturbedPrompt], header: dict) -> None:
+    """JSON lines, a header line first; written to a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"header": header}) + "\n")
+        for record in records:
+            f.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_set(path: Path) -> list[PerturbedPrompt]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or "header" not in json.loads(lines[0]):
+        raise ValueError(f"{path}: not a perturbed prompt set (no header line)")
+    return [PerturbedPrompt(**json.loads(line)) for line in lines[1:]]
+
+
+def set_statistics(
+    records: Sequence[PerturbedPrompt], encoder: Callable[[list[str]], torch.Tensor] | None = None
+) -> dict[str, float]:
+    """Success rate, mean words changed, mean edit distance, and with an encoder (texts ->
+    embeddings) the mean drift 1 - cos(E(x'), E(x))."""
+    stats = {
+        "success_rate": float(np.mean([r.success for r in records])),
+        "mean_words_changed": float(np.mean([r.words_changed for r in records])),
+        "mean_edit_distance": float(np.mean([r.edit_distance for r in records])),
+    }
+    if encoder is not None:
+        a = encoder([r.original for r in records]).float()
+        b = encoder([r.perturbed for r in records]).float()
+        stats["mean_drift"] = float((1 - torch.nn.functional.cosine_similarity(a, b)).mean())
+    return stats

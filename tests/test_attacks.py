@@ -1,0 +1,151 @@
+import pytest
+
+from moclip.attacks.perturb import Budget, levenshtein, perturb, read_set, set_statistics
+from moclip.attacks.recipes import HOMOGLYPHS, RECIPES, inflect_like, wordnet_synonyms
+from moclip.attacks.resources import MissingWordNetError, STOPWORDS, prepare_nltk_data
+
+PROMPTS = [
+    "a person walks forward slowly and then turns left.",
+    "someone jumps high in place twice.",
+    "the man waves the right hand above the head.",
+    "a woman kicks with the left leg three times.",
+    "somebody squats deeply four times.",
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("budget", [1, 2])
+def test_recipes_stay_within_budget_and_are_deterministic(recipe, budget):
+    first = perturb(PROMPTS, recipe, budget, seed=3)
+    assert first == perturb(PROMPTS, recipe, budget, seed=3)
+    assert sum(r.success for r in first) >= 4
+    for record in first:
+        assert record.words_changed <= budget
+        assert record.edit_distance == levenshtein(record.original, record.perturbed)
+        if recipe not in ("wordnet-synonym", "composite"):
+            assert record.edit_distance <= 2 * budget
+        # Stopwords are never touched.
+        for before, after in zip(record.original.split(), record.perturbed.split()):
+            if before.strip(".,").lower() in STOPWORDS:
+                assert before == after
+
+
+def test_other_seed_gives_another_set():
+    a = [r.perturbed for r in perturb(PROMPTS, "char-swap", 1, seed=0)]
+    b = [r.perturbed for r in perturb(PROMPTS, "char-swap", 1, seed=1)]
+    assert a != b
+
+
+def test_homoglyphs_replace_letters_with_look_alikes():
+    records = perturb(PROMPTS, "homoglyph", 2, seed=0)
+    for record in records:
+        for x, y in zip(record.original, record.perturbed):
+            assert x == y or HOMOGLYPHS[x] == y
+
+
+def test_wordnet_swaps_are_wordnet_synonyms_of_the_same_part_of_speech():
+    from nltk.corpus import wordnet
+
+    prepare_nltk_data()
+    synonyms = wordnet_synonyms("jumps")  # a verb here, by WordNet's sense counts
+    assert "leaps" in synonyms and all(s.endswith("s") for s in synonyms)
+    assert "jumping" not in synonyms and "walkway" not in wordnet_synonyms("walks")
+    lemmas = {lemma.name() for s in wordnet.synsets("jump", wordnet.VERB) for lemma in s.lemmas()}
+    assert all(s[:-1] in lemmas or s[:-2] in lemmas for s in synonyms)
+    for record in perturb(PROMPTS, "wordnet-synonym", 1, seed=2):
+        changed = [
+            (a, b) for a, b in zip(record.original.split(), record.perturbed.split()) if a != b
+        ]
+        for before, after in changed:
+            assert after.strip(".,") in wordnet_synonyms(before.strip(".,"))
+
+
+def test_inflection():
+    assert inflect_like("walks", "walk", "stroll") == "strolls"
+    assert inflect_like("walking", "walk", "stroll") == "strolling"
+    assert inflect_like("walked", "walk", "stride") == "strided"
+    assert inflect_like("walk", "walk", "stroll") == "stroll"
+    assert inflect_like("ran", "run", "sprint") is None
+
+
+def test_budget_parsing_and_errors():
+    assert Budget.parse(2) == Budget(words=2) and Budget.parse("0.2") == Budget(share=0.2)
+    assert Budget(share=0.2).max_words(10) == 2 and Budget(share=0.01).max_words(10) == 1
+    with pytest.raises(ValueError, match="not both"):
+        Budget(words=1, share=0.5)
+    with pytest.raises(ValueError, match="share must be in"):
+        Budget.parse(1.5)
+    with pytest.raises(ValueError, match="unknown recipe 'leet'"):
+        perturb(PROMPTS, "leet", 1, seed=0)
+
+
+def test_cache_returns_the_stored_set_without_recomputing(tmp_path):
+    first = perturb(PROMPTS, "qwerty", 1, seed=5, cache_dir=tmp_path, data_fingerprint="abc")
+    files = list(tmp_path.glob("*.jsonl"))
+    assert len(files) == 1 and "qwerty-1w-s5-random" in files[0].name
+    assert read_set(files[0]) == first
+    # Prove the second call reads the file: edit it and get the edit back.
+    lines = files[0].read_text().splitlines()
+    lines[1] = lines[1].replace(first[0].perturbed, "EDITED")
+    files[0].write_text("\n".join(lines) + "\n")
+    again = perturb(PROMPTS, "qwerty", 1, seed=5, cache_dir=tmp_path, data_fingerprint="abc")
+    assert again[0].perturbed == "EDITED" and again[1:] == first[1:]
+    perturb(PROMPTS, "qwerty", 1, seed=5, cache_dir=tmp_path, data_fingerprint="other")
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2
+
+
+def test_statistics():
+    records = perturb(PROMPTS, "char-delete", 2, seed=0)
+    stats = set_statistics(records)
+    assert stats["success_rate"] == 1.0 and stats["mean_words_changed"] == 2.0
+    assert stats["mean_edit_distance"] == 2.0
+
+
+def test_missing_wordnet_names_the_packages(tmp_path):
+    with pytest.raises(
+        MissingWordNetError, match="apt-get install wordnet-base wordnet-sense-index"
+    ):
+        prepare_nltk_data(tmp_path / "nltk", wordnet_source=tmp_path / "nowhere")
+
+
+def test_greedy_attack_drifts_further_than_random_at_equal_budget(tmp_path):
+    from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="tiny"))
+    embedder = TextEmbedder(encoder, tokenizer)
+    for recipe in ("char-swap", "qwerty"):
+        greedy = perturb(PROMPTS, recipe, 1, seed=0, encoder=embedder)
+        random_set = perturb(PROMPTS, recipe, 1, seed=0)
+        assert all(r.words_changed <= 1 for r in greedy)
+        drift_greedy = set_statistics(greedy, embedder)["mean_drift"]
+        drift_random = set_statistics(random_set, embedder)["mean_drift"]
+        assert drift_greedy > drift_random
+    # White-box sets are cached under the encoder's id.
+    perturb(PROMPTS, "char-swap", 1, seed=0, encoder=embedder, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.jsonl")
+    assert embedder.identity in path.name
+
+
+def test_rank_attack_pushes_the_true_motion_down():
+    import torch
+
+    from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="tiny"))
+    embedder = TextEmbedder(encoder, tokenizer)
+    # A gallery where each prompt's own clean embedding is its true motion.
+    gallery = torch.nn.functional.normalize(embedder(PROMPTS), dim=-1)
+    rows = list(range(len(PROMPTS)))
+
+    def margin(texts):
+        e = torch.nn.functional.normalize(embedder(texts), dim=-1)
+        sims = e @ gallery.T
+        true = sims[torch.arange(len(texts)), torch.tensor(rows)]
+        others = sims.masked_fill(torch.eye(len(texts), dtype=torch.bool), -2).max(1).values
+        return (others - true).mean().item()
+
+    attacked = perturb(PROMPTS, "char-swap", 1, seed=0, encoder=embedder, motions=(gallery, rows))
+    randomly = perturb(PROMPTS, "char-swap", 1, seed=0)
+    assert margin([r.perturbed for r in attacked]) > margin([r.perturbed for r in randomly])
+    with pytest.raises(ValueError, match="needs an encoder"):
+        perturb(PROMPTS, "char-swap", 1, seed=0, motions=(gallery, rows))
