@@ -3,8 +3,8 @@
     python benchmarks/bench_moclip.py [--towers tiny hf] [--steps 20] [--batch-size 64]
     python benchmarks/bench_moclip.py --towers vit-b-32 --device cuda   # on a GPU machine
 
-Random motions of 120 frames and synthetic captions; the first 3 steps are warm-up and not
-timed. Each tower runs in a fresh process, so that on the CPU its peak resident set is its own;
+Random motions of 120 frames and synthetic captions; three untimed steps first (one of them
+counted by torch's FlopCounterMode). Each tower runs in a fresh process, so that on the CPU its peak resident set is its own;
 on CUDA, steps run under bf16 autocast and peak memory is the allocator's peak.
 """
 
@@ -64,36 +64,21 @@ def run(name: str, steps: int, batch_size: int, frame_stride: int, device: torch
     generator = torch.Generator().manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    flops = 0
-    for step in range(steps + 3):
-        if step == 1:  # count the model FLOPs of one whole step (forward and backward)
-            with FlopCounterMode(display=False) as counter:
-                train_step(
-                    model,
-                    fake_batch(batch_size, 120, generator),
-                    tokenizer,
-                    teacher,
-                    optimizer,
-                    scheduler,
-                    config,
-                    device,
-                )
-            flops = counter.get_total_flops()
-            continue
-        if step == 3:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            started = time.perf_counter()
-        train_step(
-            model,
-            fake_batch(batch_size, 120, generator),
-            tokenizer,
-            teacher,
-            optimizer,
-            scheduler,
-            config,
-            device,
-        )
+
+    def step() -> None:
+        batch = fake_batch(batch_size, 120, generator)
+        train_step(model, batch, tokenizer, teacher, optimizer, scheduler, config, device)
+
+    step()  # warm-up
+    with FlopCounterMode(display=False) as counter:  # model FLOPs of one forward + backward
+        step()
+    flops = counter.get_total_flops()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**20

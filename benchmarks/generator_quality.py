@@ -14,13 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from moclip.data.dataset import load_dataset
 from moclip.evaluation.evaluate import evaluate
 from moclip.evaluation.evaluator import load_evaluator
 from moclip.evaluation.train_evaluator import one_caption_per_motion
 from moclip.generation.diffusion import load_generator
-from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+from moclip.text_encoders import (
+    PrecomputedEmbedder,
+    TextEmbedder,
+    TextEncoderSpec,
+    build_text_encoder,
+)
 
 METRICS = ("fid", "r_precision_top1", "r_precision_top3", "mm_dist", "diversity")
 
@@ -35,13 +41,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test motions")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embeddings", type=Path, help="precomputed caption embeddings (.npz)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
     test = load_dataset(args.data, "test")
-    generator, _ = load_generator(args.generator)
-    evaluator, evaluator_state = load_evaluator(args.evaluator)
-    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind=args.encoder))
-    embedder = TextEmbedder(encoder, tokenizer)
+    generator, _ = load_generator(args.generator, args.device)
+    evaluator, evaluator_state = load_evaluator(args.evaluator, args.device)
+    if args.embeddings:
+        embedder = PrecomputedEmbedder.load(args.embeddings)
+    else:
+        encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind=args.encoder))
+        embedder = TextEmbedder(encoder, tokenizer)
     items = test.items[: args.limit or None]
     prompts = one_caption_per_motion(test, args.seed)[: len(items)]
     lengths = [min(item.num_frames, generator.config.max_frames) for item in items]

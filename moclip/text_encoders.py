@@ -295,6 +295,28 @@ class TextEmbedder:
         return self.encoder.spec.identity
 
 
+@dataclass
+class PrecomputedEmbedder:
+    """texts -> embeddings looked up in features computed earlier (TeacherCache.save), so a
+    machine without the encoder's weights can still train or run the generator."""
+
+    features: dict[str, np.ndarray]
+    identity: str
+
+    @classmethod
+    def load(cls, path: Path | str) -> "PrecomputedEmbedder":
+        with np.load(path, allow_pickle=False) as data:
+            identity = str(data["identity"]) if "identity" in data else Path(path).stem
+            return cls(dict(zip(data["texts"].tolist(), data["features"])), identity)
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in texts if t not in self.features]
+        if missing:
+            raise KeyError(f"{len(missing)} text(s) have no precomputed embedding, e.g. "
+                           f"{missing[0]!r}")
+        return torch.from_numpy(np.stack([self.features[t] for t in texts])).float()
+
+
 def frozen_copy(encoder: TextEncoder) -> TextEncoder:
     """An independent copy with gradients off, in eval mode: the distillation teacher."""
     teacher = copy.deepcopy(encoder)
@@ -335,6 +357,7 @@ class TeacherCache:
             tmp,
             texts=np.array(texts, dtype=object).astype(str),
             features=np.stack([self.features[t] for t in texts]) if texts else np.zeros((0, 0)),
+            identity=np.array(self.teacher.spec.identity),
         )
         os.replace(tmp, path)
 

@@ -27,6 +27,7 @@ from moclip.evaluation.evaluator import (
 from moclip.losses import contrastive_loss
 from moclip.metrics import diversity, fid, gaussian_stats, matching_score, r_precision
 from moclip.pairs import PairSet, collate_pairs
+from moclip.storage import freeze
 
 TEMPERATURE = 0.07
 
@@ -82,10 +83,7 @@ def train_evaluator(
                 )
             if len(losses) >= steps:
                 break
-    evaluator.eval()
-    for parameter in evaluator.parameters():
-        parameter.requires_grad_(False)
-    return evaluator, losses
+    return freeze(evaluator), losses
 
 
 def ground_truth_figures(

@@ -20,7 +20,12 @@ import torch
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
 from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
-from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+from moclip.text_encoders import (
+    PrecomputedEmbedder,
+    TextEmbedder,
+    TextEncoderSpec,
+    build_text_encoder,
+)
 
 
 def train_generator(
@@ -32,8 +37,9 @@ def train_generator(
     seed: int = 0,
     config: DiffusionConfig = DiffusionConfig(),
     log_every: int = 100,
+    device: torch.device | str = "cpu",
 ) -> tuple[DiffusionGenerator, list[float]]:
-    """The generator and its per-step losses."""
+    """The generator (on `device`) and its per-step losses."""
     pairs = PairSet(train)
     captions = sorted({c.text for item in train.items for c in item.captions})
     started = time.monotonic()
@@ -47,6 +53,7 @@ def train_generator(
     generator = DiffusionGenerator(
         train.skeleton.feature_dim, width, train.mean, train.std, config, embedder.identity
     )
+    generator.to(device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -54,8 +61,8 @@ def train_generator(
     lengths = [train.items[i].num_frames for i, _ in pairs.index]
     while len(losses) < steps:
         for rows in length_bucketed_batches(lengths, batch_size, sampler):
-            batch = collate_pairs([pairs[i] for i in rows])
-            text = torch.stack([embedded[t] for t in batch.texts])
+            batch = collate_pairs([pairs[i] for i in rows]).to(device)
+            text = torch.stack([embedded[t] for t in batch.texts]).to(device)
             loss = generator.training_loss(batch.features, batch.mask, text, sampler)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -86,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        help="precomputed caption embeddings (.npz of TeacherCache.save) instead of an encoder",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
         train = load_dataset(args.data, "train")
@@ -93,23 +106,28 @@ def main(argv: list[str] | None = None) -> int:
         config = DiffusionConfig(width=args.width, layers=args.layers)
     except (DatasetError, ValueError) as err:
         parser.error(str(err))
-    encoder, tokenizer, _ = build_text_encoder(spec)
+    if args.embeddings:
+        embedder = PrecomputedEmbedder.load(args.embeddings)
+    else:
+        encoder, tokenizer, _ = build_text_encoder(spec)
+        embedder = TextEmbedder(encoder, tokenizer)
     started = time.monotonic()
     generator, losses = train_generator(
         train,
-        TextEmbedder(encoder, tokenizer),
+        embedder,
         args.steps,
         args.batch_size,
         seed=args.seed,
         config=config,
+        device=args.device,
     )
     summary = {
         "steps": args.steps,
         "final_loss": float(np.mean(losses[-100:])),
         "train_seconds": round(time.monotonic() - started, 1),
-        "text_encoder": spec.to_dict(),
+        "text_encoder": spec.to_dict() if not args.embeddings else str(args.embeddings),
     }
-    save_generator(args.out, generator, train.fingerprint(), summary)
+    save_generator(args.out, generator.cpu(), train.fingerprint(), summary)
     print(json.dumps({"generator": str(args.out), **summary}, indent=2))
     return 0
 
