@@ -1,0 +1,253 @@
+"""The study's configuration: nested dataclasses, read from YAML, overridable on the command
+line (`section.key=value`), validated at load with one-line errors naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from moclip.attacks.recipes import RECIPES
+from moclip.generation.diffusion import DiffusionConfig
+from moclip.motion_encoder import MotionEncoderConfig
+from moclip.text_encoders import TextEncoderSpec
+from moclip.training import FinetuneConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DATA_KINDS = ("synthetic", "humanml3d", "kit", "action3d")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that is not allowed; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = "synthetic"
+    root: str | None = None  # a prepared folder; for synthetic, where to build (cached)
+    num_motions: int = 2000  # synthetic only
+    seed: int = 0  # synthetic corpus seed
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
+        if self.kind != "synthetic" and not self.root:
+            raise ValueError(f"a {self.kind} study needs data.root, the prepared folder")
+        if self.num_motions < 3:
+            raise ValueError(f"num_motions must be at least 3, got {self.num_motions}")
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    w_contrastive: tuple[float, ...] = (1.0,)
+    w_distill: tuple[float, ...] = (0.0, 1.0)
+    seeds: tuple[int, ...] = (0, 1)
+    baseline: bool = True  # the fraction-0 row: the original encoder, not fine-tuned
+
+    def __post_init__(self) -> None:
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must be in (0, 1], got {list(self.fractions)}")
+        if not self.seeds or not self.w_distill or not self.w_contrastive:
+            raise ValueError("seeds, w_contrastive and w_distill need at least one value")
+        if any(w < 0 for w in (*self.w_distill, *self.w_contrastive)):
+            raise ValueError("loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    recipes: tuple[str, ...] = ("char-swap", "wordnet-synonym", "qwerty")
+    budgets: tuple[int, ...] = (1, 2)
+    greedy: bool = True  # also the white-box greedy attack (per encoder)
+    greedy_recipe: str = "char-swap"
+    prompts: int = 256  # test prompts attacked and scored
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for recipe in (*self.recipes, self.greedy_recipe):
+            if recipe not in RECIPES:
+                raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(RECIPES)}")
+        if not self.budgets or any(b < 1 for b in self.budgets):
+            raise ValueError(f"budgets must be words >= 1, got {list(self.budgets)}")
+        if self.prompts < 32:
+            raise ValueError(
+                f"prompts must be at least 32 (one R-precision batch), got {self.prompts}"
+            )
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    repeats: int = 2
+    ddim_steps: int = 20
+    guidance: float = 2.5
+    evaluator_steps: int = 600
+    generator_steps: int = 1000
+    mm_prompts: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("repeats", "ddim_steps", "evaluator_steps", "generator_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # None: a local Ray; "auto": the running cluster
+    num_workers: int = 1  # Ray Train workers per fine-tuning trial
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    cpus_per_eval_trial: float = 1.0
+    gpus_per_eval_trial: float = 0.0
+    storage_path: str = "moclip_runs/ray"  # local folder or s3://bucket/prefix
+    max_failures: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.use_gpu and self.gpus_per_worker <= 0:
+            raise ValueError("use_gpu needs gpus_per_worker > 0")
+        if min(self.cpus_per_worker, self.cpus_per_eval_trial) <= 0:
+            raise ValueError("cpus per worker and per evaluation trial must be > 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "scale-vs-robustness"
+    tracking_uri: str | None = None  # --tracking-uri or MLFLOW_TRACKING_URI, else a local store
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    mode: str = "grid"  # grid | optuna
+    trials: int = 8
+    objective: str = "fid"
+    objective_attack: str = "strongest"  # a recipe, or the strongest of them
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("grid", "optuna"):
+            raise ValueError(f"must be 'grid' or 'optuna', got {self.mode!r}")
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "default"
+    workdir: str = "moclip_runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: TextEncoderSpec = field(default_factory=TextEncoderSpec)
+    motion_encoder: MotionEncoderConfig = field(default_factory=MotionEncoderConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    generator: DiffusionConfig = field(default_factory=DiffusionConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    attacks: AttackConfig = field(default_factory=AttackConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict:
+        """Plain dicts, lists and scalars: what YAML, JSON and MLflow params take."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value, annotation, key: str):
+    """`value` as the annotated type, or a ConfigError naming `key` and what is expected."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(items))
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if annotation is int and not float(value).is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, values, prefix: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed: {', '.join(sorted(fields))}")
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{prefix or 'config'}: {err}") from None
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> StudyConfig:
+    """The study config of a YAML file (default: sweeps/configs/default.yaml) with
+    `key.path=value` overrides (values parsed as YAML: 0.5, [1, 2], true, null)."""
+    path = Path(path) if path else CONFIG_DIR / "default.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: config file not found (shipped: "
+            f"{', '.join(p.name for p in sorted(CONFIG_DIR.glob('*.yaml')))})"
+        )
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        try:
+            _set_path(tree, key.strip(), yaml.safe_load(raw))
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+    return _build(StudyConfig, tree, "")

@@ -1,0 +1,62 @@
+import pytest
+import yaml
+
+from sweeps.config import CONFIG_DIR, ConfigError, StudyConfig, load_config
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "humanml3d", "action3d"])
+def test_shipped_configs_load_and_round_trip(name, tmp_path):
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert isinstance(config, StudyConfig) and config.name == name
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(yaml.safe_dump(config.to_dict()))
+    assert load_config(resolved) == config
+
+
+def test_defaults_and_overrides():
+    config = load_config(
+        overrides=[
+            "grid.fractions=[0.2, 1.0]",
+            "finetune.steps=7",
+            "ray.use_gpu=true",
+            "ray.gpus_per_worker=0.5",
+            "data.root=/tmp/x",
+        ]
+    )
+    assert config.grid.fractions == (0.2, 1.0) and config.finetune.steps == 7
+    assert config.ray.use_gpu and config.data.root == "/tmp/x"
+    assert config.encoder.kind == "hf"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("grid.fractons=[0.5]", "unknown key grid.fractons; allowed: baseline, fractions"),
+        ("nonsense=1", "unknown key nonsense; allowed:"),
+        ("grid.fractions=[0.5, 1.5]", r"grid: fractions must be in \(0, 1\]"),
+        ("finetune.steps=ten", "finetune.steps: expected a number, got 'ten'"),
+        ("finetune.steps=2.5", "finetune.steps: expected an integer"),
+        ("ray.use_gpu=maybe", "ray.use_gpu: expected true or false"),
+        ("attacks.recipes=[leet]", "attacks: unknown recipe 'leet'"),
+        ("encoder.kind=bert", "encoder: text encoder kind must be one of"),
+        ("data.kind=humanml3d", "data: a humanml3d study needs data.root"),
+        ("search.mode=random", "search: must be 'grid' or 'optuna'"),
+        ("finetune", "expected key.path=value"),
+    ],
+)
+def test_bad_values_give_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(overrides=[override])
+    assert "\n" not in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("grid: 3\n")
+    with pytest.raises(ConfigError, match="grid: expected a mapping"):
+        load_config(bad)
