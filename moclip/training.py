@@ -222,16 +222,12 @@ def fit(
     `on_step(step, metrics)` is called after every step (logging, checkpoints, Ray reports).
     """
     device = torch.device(device)
+    ddp = dist.is_available() and dist.is_initialized()
     # Dropout draws from torch's global generator: seeding it here makes a run a function of
     # config.seed (and the rank, so DDP workers do not share masks).
-    torch.manual_seed(
-        config.seed
-        + (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
-        + start_step
-    )
+    torch.manual_seed(config.seed + (dist.get_rank() if ddp else 0) + start_step)
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
-    ddp = dist.is_available() and dist.is_initialized()
     model.to(device)
     if ddp and not isinstance(model, DistributedDataParallel):
         model = DistributedDataParallel(
