@@ -11,13 +11,13 @@ passes per step), and 1.0 for comparison.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import describe_device
 from moclip.evaluation.evaluator import Evaluator, Vocabulary, load_evaluator
 from moclip.generation.diffusion import DiffusionGenerator, load_generator
 from moclip.skeletons import HUMANML3D
@@ -55,15 +55,7 @@ def main() -> None:
             Vocabulary(("<pad>", "<unk>", "a", "person", "walks")), dim, zeros, ones
         ).eval()
     ).to(device)
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine()
-    )
-    print(
-        f"device: {device} ({where}), torch {torch.__version__}, threads "
-        f"{torch.get_num_threads()}; {args.motions} motions of {args.frames} frames"
-    )
+    print(f"device: {describe_device(device)}; {args.motions} motions of {args.frames} frames")
     text = torch.randn(args.motions, generator.text_width)
     lengths = [args.frames] * args.motions
     seeds = list(range(args.motions))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import describe_device
 from moclip.model import build_moclip
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.pairs import Batch
@@ -109,14 +109,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run(args.one, args.steps, args.batch_size, args.frame_stride, device)))
         return
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine()
-    )
     print(
-        f"device: {device} ({where}), torch {torch.__version__}, threads "
-        f"{torch.get_num_threads()}, batch {args.batch_size}, 120 frames, stride "
+        f"device: {describe_device(device)}, batch {args.batch_size}, 120 frames, stride "
         f"{args.frame_stride}"
     )
     rows = []

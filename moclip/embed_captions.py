@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cache(sorted({c.text for item in data.items for c in item.captions}))
     cache.save(args.out)
-    print(f"embedded {len(cache.features)} captions in {time.monotonic() - started:.0f} s "
-          f"-> {args.out}")
+    print(
+        f"embedded {len(cache.features)} captions in {time.monotonic() - started:.0f} s "
+        f"-> {args.out}"
+    )
     return 0
 
 

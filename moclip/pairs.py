@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,13 @@ def pad_motions(motions: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         features[b, : len(motion)] = motion
         mask[b, : len(motion)] = True
     return features, mask
+
+
+def normalized_batch(
+    motions: Sequence[np.ndarray], mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (T_i, D) feature arrays -> padded (B, max T, D) of (x - mean) / std, and the mask."""
+    return pad_motions([(torch.as_tensor(m, dtype=torch.float32) - mean) / std for m in motions])
 
 
 def collate_pairs(samples: list[tuple[torch.Tensor, str, int, int]]) -> Batch:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from moclip.data.dataset import MotionDataset
 from moclip.metrics import r_precision
 from moclip.model import MoCLIP
-from moclip.pairs import pad_motions
+from moclip.pairs import normalized_batch
 from moclip.text_encoders import TeacherCache, TextEmbedder, Tokenizer
 
 RECALL_KS = (1, 2, 3, 5, 10)
@@ -38,11 +38,8 @@ def embed_motions(
     mean_t, std_t = torch.as_tensor(mean), torch.as_tensor(std)
     out = []
     for i in range(0, len(data), batch_size):
-        motions = [
-            (torch.from_numpy(item.features) - mean_t) / std_t
-            for item in data.items[i : i + batch_size]
-        ]
-        features, mask = pad_motions(motions)
+        chunk = [item.features for item in data.items[i : i + batch_size]]
+        features, mask = normalized_batch(chunk, mean_t, std_t)
         out.append(model.motion(features.to(device), mask.to(device)).float().cpu())
     return F.normalize(torch.cat(out), dim=-1)
 

@@ -312,8 +312,9 @@ class PrecomputedEmbedder:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         missing = [t for t in texts if t not in self.features]
         if missing:
-            raise KeyError(f"{len(missing)} text(s) have no precomputed embedding, e.g. "
-                           f"{missing[0]!r}")
+            raise KeyError(
+                f"{len(missing)} text(s) have no precomputed embedding, e.g. {missing[0]!r}"
+            )
         return torch.from_numpy(np.stack([self.features[t] for t in texts])).float()
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from moclip.losses import alignment_loss, contrastive_loss, distillation_loss, weighted_loss
 from moclip.model import MoCLIP
+from moclip.optim import optimizer_step
 from moclip.pairs import Batch, PairSet, collate_pairs
 from moclip.text_encoders import TeacherCache, Tokenizer
 
@@ -172,11 +173,7 @@ def train_step(
         "align": alignment_loss(text, motion),
     }
     loss = weighted_loss(terms, config.w_contrastive, config.w_distill, config.w_align)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-    optimizer.step()
-    scheduler.step()
+    grad_norm = optimizer_step(loss, model.parameters(), optimizer, config.grad_clip, scheduler)
     return {
         "loss": loss.item(),
         **{name: value.item() for name, value in terms.items()},

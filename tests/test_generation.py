@@ -95,17 +95,12 @@ def test_round_trips_and_evaluation(trained, tiny_corpus, tmp_path):
     again = generator.generate(prompts[:2], lengths[:2], embedder, [5, 6])
     assert all(np.array_equal(x, y) for x, y in zip(same, again))
 
-    clean = evaluate(
-        loaded_gen,
-        embedder,
-        prompts,
-        prompts,
-        lengths,
-        loaded_eval,
-        repeats=2,
-        mm_prompts=4,
-        mm_samples=3,
-    )
+    def score(used: list[str], **kwargs) -> dict[str, float]:
+        return evaluate(
+            loaded_gen, embedder, prompts, used, lengths, loaded_eval, repeats=2, **kwargs
+        )
+
+    clean = score(prompts, mm_prompts=4, mm_samples=3)
     for key in (
         "fid",
         "r_precision_top1",
@@ -116,24 +111,8 @@ def test_round_trips_and_evaluation(trained, tiny_corpus, tmp_path):
     ):
         assert np.isfinite(clean[key]) and np.isfinite(clean[f"{key}_ci95"])
     # Same prompts and seeds: the same numbers; other prompts: the evaluator reads the clean ones.
-    assert (
-        evaluate(
-            loaded_gen,
-            embedder,
-            prompts,
-            prompts,
-            lengths,
-            loaded_eval,
-            repeats=2,
-            mm_prompts=4,
-            mm_samples=3,
-        )
-        == clean
-    )
-    shuffled = prompts[1:] + prompts[:1]
-    other = evaluate(
-        loaded_gen, embedder, prompts, shuffled, lengths, loaded_eval, repeats=2, mm_prompts=0
-    )
+    assert score(prompts, mm_prompts=4, mm_samples=3) == clean
+    other = score(prompts[1:] + prompts[:1], mm_prompts=0)
     assert other["fid"] != clean["fid"]
     with pytest.raises(ValueError, match="one of each"):
         evaluate(loaded_gen, embedder, prompts, prompts[:-1], lengths, loaded_eval)

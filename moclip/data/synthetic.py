@@ -268,7 +268,6 @@ def make_motion(seed: int, index: int) -> SyntheticMotion:
     # One more position frame than feature frames; short programs stand still around the action.
     target = int(np.clip(clip.num_frames, MIN_FRAMES, MAX_FRAMES)) + 1
     if clip.num_frames > target:
-        clip = _concat([clip])
         clip.angles, clip.velocity = clip.angles[:target], clip.velocity[:target]
         clip.yaw_rate, clip.lift = clip.yaw_rate[:target], clip.lift[:target]
     else:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from moclip.data.captions import tokenize
-from moclip.pairs import pad_motions
+from moclip.pairs import normalized_batch
 from moclip.storage import freeze, load_state, save_state
 
 PAD, UNK = "<pad>", "<unk>"
@@ -159,14 +159,11 @@ class Evaluator(nn.Module):
         """Raw (not normalised) feature arrays (T_i, D) -> (N, out_width) evaluator features."""
         self.eval()
         device = self.mean.device
+        mean, std = self.mean.cpu(), self.std.cpu()
         out = []
         for i in range(0, len(motions), batch_size):
-            chunk = [
-                (torch.as_tensor(m, dtype=torch.float32, device=device) - self.mean) / self.std
-                for m in motions[i : i + batch_size]
-            ]
-            features, mask = pad_motions(chunk)
-            out.append(self.encode_motion_batch(features, mask.to(device)).cpu())
+            features, mask = normalized_batch(motions[i : i + batch_size], mean, std)
+            out.append(self.encode_motion_batch(features.to(device), mask.to(device)).cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
     def fingerprint(self) -> str:

@@ -26,6 +26,7 @@ from moclip.evaluation.evaluator import (
 )
 from moclip.losses import contrastive_loss
 from moclip.metrics import diversity, fid, gaussian_stats, matching_score, r_precision
+from moclip.optim import optimizer_step
 from moclip.pairs import PairSet, collate_pairs
 from moclip.storage import freeze
 
@@ -69,11 +70,7 @@ def train_evaluator(
             text = evaluator.encode_text_tokens(ids, lengths)
             motion = evaluator.encode_motion_batch(batch.features, batch.mask)
             loss = contrastive_loss(text, motion, log_scale, batch.motion_keys, batch.text_keys)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(evaluator.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, evaluator.parameters(), optimizer, 1.0, scheduler)
             losses.append(loss.item())
             if log_every and len(losses) % log_every == 0:
                 print(

@@ -19,6 +19,7 @@ import torch
 
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
+from moclip.optim import optimizer_step
 from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
 from moclip.text_encoders import (
     PrecomputedEmbedder,
@@ -64,10 +65,7 @@ def train_generator(
             batch = collate_pairs([pairs[i] for i in rows]).to(device)
             text = torch.stack([embedded[t] for t in batch.texts]).to(device)
             loss = generator.training_loss(batch.features, batch.mask, text, sampler)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
-            optimizer.step()
+            optimizer_step(loss, generator.parameters(), optimizer, 1.0)
             losses.append(loss.item())
             if log_every and len(losses) % log_every == 0:
                 print(
