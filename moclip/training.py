@@ -211,12 +211,14 @@ def fit(
     scheduler=None,
     start_step: int = 0,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    prepare_loader: Callable[[DataLoader], DataLoader] | None = None,
 ) -> list[dict[str, float]]:
     """Train for config.steps steps (from `start_step`); returns the per-step metrics.
 
     Under an initialised process group the model is wrapped in DDP unless it already is.
     Seeds torch's global generator from config.seed, so the same config gives the same numbers.
-    `on_step(step, metrics)` is called after every step (logging, checkpoints, Ray reports).
+    `on_step(step, metrics)` is called after every step (logging, checkpoints, Ray reports);
+    `prepare_loader` wraps each epoch's loader (e.g. Ray Train's prepare_data_loader).
     """
     device = torch.device(device)
     ddp = dist.is_available() and dist.is_initialized()
@@ -239,6 +241,8 @@ def fit(
         loader = make_loader(pairs, config, epoch_seed=epoch)
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
+        if prepare_loader is not None:
+            loader = prepare_loader(loader)
         for batch in loader:
             if step >= config.steps:
                 break

@@ -88,6 +88,7 @@ class EvaluationConfig:
     evaluator_steps: int = 600
     generator_steps: int = 1000
     mm_prompts: int = 0
+    seed: int = 0  # evaluator and generator training, noise seeds of generation
 
     def __post_init__(self) -> None:
         for name in ("repeats", "ddim_steps", "evaluator_steps", "generator_steps"):
@@ -104,8 +105,9 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     cpus_per_eval_trial: float = 1.0
     gpus_per_eval_trial: float = 0.0
-    storage_path: str = "moclip_runs/ray"  # local folder or s3://bucket/prefix
+    storage_path: str | None = None  # local folder or s3://bucket/prefix; None: <workdir>/ray
     max_failures: int = 1
+    checkpoint_every: int = 50  # fine-tuning steps between Ray Train checkpoints (0: at the end)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -114,6 +116,8 @@ class RayConfig:
             raise ValueError("use_gpu needs gpus_per_worker > 0")
         if min(self.cpus_per_worker, self.cpus_per_eval_trial) <= 0:
             raise ValueError("cpus per worker and per evaluation trial must be > 0")
+        if self.max_failures < 0 or self.checkpoint_every < 0:
+            raise ValueError("max_failures and checkpoint_every must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,11 @@ def _build(cls, values, prefix: str):
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{prefix or 'config'}: {err}") from None
+
+
+def config_from_dict(values: dict) -> StudyConfig:
+    """The StudyConfig of `to_dict()`'s output (what Ray trials receive)."""
+    return _build(StudyConfig, values, "")
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:

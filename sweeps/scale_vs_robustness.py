@@ -1,99 +1,592 @@
 """The study: MoCLIP fine-tuning-set size versus robustness to adversarial prompts (FID).
 
     python sweeps/scale_vs_robustness.py [--config FILE] [key.path=value ...]
+        [--tracking-uri URI] [--search grid|optuna] [--resume]
 
-e.g. `python sweeps/scale_vs_robustness.py data.num_motions=20000 workdir=/data/moclip`.
+e.g. `python sweeps/scale_vs_robustness.py --config sweeps/configs/smoke.yaml grid.seeds=[0,1]`.
 
-Stage 0 (data) is what runs today: it prints the resolved config, builds or reuses the data
-set, loads its splits, draws the nested fine-tuning subsets and renders a few test motions.
-Fine-tuning (Ray Train), adversarial evaluation (Ray Tune) and MLflow tracking follow in the
-later stages.
+Stage 0 builds or reuses the data, the frozen evaluator and generator and the transfer prompt
+sets; stage 1 fine-tunes MoCLIP on nested subsets (a Ray Tune Tuner over Ray Train
+TorchTrainers); stage 2 evaluates every encoder under every attack (Ray Tune trials); every
+trial becomes an MLflow child run of the sweep's parent run, and the sweep ends with the table
+fraction x recipe x budget and a plot of FID against the number of fine-tuning pairs.
+Running the same command again reuses every finished trial and creates no duplicate runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
 
 import yaml
 
-from moclip.data.action3d import load_action3d
-from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
-from moclip.data.subsets import nested_subset
-from moclip.data.synthetic import build_corpus
-from moclip.viz import render_strip
-from sweeps.config import ConfigError, DataConfig, StudyConfig, load_config
+from sweeps.config import ConfigError, StudyConfig, load_config
 
-RENDERS = 4
+STATUS_EVERY_S = 30.0
 
 
-def corpus_folder(workdir: Path, data: DataConfig) -> Path:
-    """The synthetic corpus for (num_motions, seed), built once and reused."""
-    root = (
-        Path(data.root)
-        if data.root
-        else workdir / "data" / (f"synthetic-n{data.num_motions}-s{data.seed}")
+def sweep_key(config: StudyConfig) -> str:
+    """A hash of everything that decides the sweep's numbers (not where or how it runs)."""
+    from sweeps.stage0 import digest
+
+    tree = config.to_dict()
+    for name in ("workdir", "ray", "tracking"):
+        tree.pop(name)
+    return digest(tree)
+
+
+def checkpoint_uri(storage: str, path: str) -> str:
+    """A checkpoint's path as Ray reports it (no scheme) back into a URI of the storage."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(storage)
+    if parsed.scheme in ("", "file"):
+        return path
+    return f"{parsed.scheme}://{path}" + (f"?{parsed.query}" if parsed.query else "")
+
+
+def storage_location(config: StudyConfig, workdir: Path) -> str:
+    path = config.ray.storage_path
+    if path and "://" in path:
+        return path
+    return str((Path(path) if path else workdir / "ray").resolve())
+
+
+class SweepState:
+    """workdir/sweeps/<key>/state.json: the run name of Ray's outputs and how far it got."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "state.json"
+        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def save(self, **values) -> None:
+        self.values.update(values)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.values, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def make_progress_callback(stage: str, total: int, on_result: Callable):
+    """A Ray Tune callback: one line per finished or failed trial, a status line every 30 s,
+    and `on_result(job, result, checkpoint)` for each finished trial (in this process)."""
+    import ray.tune
+
+    class Progress(ray.tune.Callback):
+        def __init__(self) -> None:
+            self.done = self.failed = 0
+            self.started = self.last = time.monotonic()
+
+        def on_step(self, iteration, trials, **info):
+            now = time.monotonic()
+            if now - self.last < STATUS_EVERY_S:
+                return
+            self.last = now
+            running = [t for t in trials if t.status == "RUNNING"]
+            names = ", ".join(t.config["job"]["name"] for t in running[:4])
+            print(
+                f"[{stage}] {self.done}/{total} done, {self.failed} failed, {len(running)} "
+                f"running ({names}), {now - self.started:.0f} s",
+                flush=True,
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            job, result = trial.config["job"], dict(trial.last_result)
+            self.done += 1
+            try:
+                summary = on_result(job, result, trial.checkpoint)
+            except Exception as err:  # noqa: BLE001 - a logging failure must not fail the trial
+                summary = f"finished, but recording it failed: {type(err).__name__}: {err}"
+            print(
+                f"[{stage}] {self.done}/{total} {job['name']}: {summary} "
+                f"({time.monotonic() - self.started:.0f} s)",
+                flush=True,
+            )
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
+            print(
+                f"[{stage}] FAILED {trial.config['job']['name']}: see {trial.local_path}",
+                flush=True,
+            )
+
+    return Progress()
+
+
+def run_trials(
+    stage: str,
+    trainable,
+    jobs: list[dict],
+    resources: dict,
+    storage: str,
+    run_name: str,
+    callback,
+    max_concurrent: int = 0,
+    reuse_actors: bool = True,
+    search=None,
+):
+    """A Tuner over `jobs` (a grid), or over a search algorithm's samples."""
+    import ray.tune
+
+    tune_config = ray.tune.TuneConfig(
+        max_concurrent_trials=max_concurrent or None,
+        trial_name_creator=lambda t: t.config["job"]["key"],
+        trial_dirname_creator=lambda t: t.config["job"]["key"],
+        reuse_actors=reuse_actors,
+        **(search or {}),
     )
-    if (root / "corpus.json").is_file():
-        print(f"[stage 0] reusing corpus {root}")
-        return root
-    print(f"[stage 0] building {data.num_motions} synthetic motions in {root}")
-    build_corpus(root, data.num_motions, data.seed)
-    return root
+    param_space = {"job": ray.tune.grid_search(jobs)} if not search else search.pop("space")
+    tuner = ray.tune.Tuner(
+        ray.tune.with_resources(trainable, resources),
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=ray.tune.RunConfig(
+            name=f"{stage.replace(' ', '')}-{run_name}",
+            storage_path=storage,
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
 
 
-def load_splits(config: StudyConfig) -> dict[str, MotionDataset]:
-    """train and test (and val where the data set has one) of the configured data."""
-    data = config.data
-    if data.kind == "action3d":
-        return {split: load_action3d(data.root, split) for split in ("train", "test")}
-    root = corpus_folder(Path(config.workdir), data) if data.kind == "synthetic" else data.root
-    return {split: load_dataset(root, split) for split in ("train", "val", "test")}
+def numeric(result: dict) -> dict[str, float]:
+    skip = {"done", "training_iteration", "timestamp", "pid", "time_since_restore"}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip
+    }
+
+
+class Sweep:
+    """One sweep: the config, where things go, the result store and the MLflow tracker."""
+
+    def __init__(self, config: StudyConfig, args: argparse.Namespace) -> None:
+        from sweeps.results import ResultStore
+        from sweeps.tracking import Tracker, resolve_tracking_uri
+
+        self.config = config
+        self.workdir = Path(config.workdir).resolve()
+        self.key = sweep_key(config)
+        self.state = SweepState(self.workdir / "sweeps" / self.key)
+        self.store = ResultStore(self.workdir / "results")
+        self.storage = storage_location(config, self.workdir)
+        previous = self.state.values.get("status")
+        if args.resume and previous == "running":
+            self.run_name = self.state.values["run_name"]
+            print(f"[sweep] resuming {self.key} (Ray run {self.run_name})", flush=True)
+        else:
+            if previous == "running":
+                print(
+                    "[sweep] an earlier run of this sweep was interrupted: its finished trials "
+                    "are reused, unfinished fine-tunes start again from step 0 (--resume "
+                    "continues them from their last checkpoints)",
+                    flush=True,
+                )
+            elif args.resume:
+                print("[sweep] nothing to resume for this config; starting it", flush=True)
+            self.run_name = time.strftime("%Y%m%d-%H%M%S")
+        self.state.save(run_name=self.run_name, status="running")
+        uri = resolve_tracking_uri(args.tracking_uri, config.tracking.tracking_uri, self.workdir)
+        local = uri.startswith("sqlite:") and not (
+            args.tracking_uri or config.tracking.tracking_uri
+        )
+        self.tracker = Tracker(
+            uri, config.tracking.experiment, self.workdir / "mlartifacts" if local else None
+        )
+        self.tracking_uri = uri
+        self.interrupted = False  # a stage's Tuner stopped (SIGINT) before all trials ended
+
+    # stage 1 -----------------------------------------------------------------------------
+
+    def finetune(self, stage0) -> tuple[list[dict], list[str]]:
+        """Fine-tune every grid point not finished before; the encoders to evaluate."""
+        import ray
+
+        from sweeps.plan import baseline_encoder, finetune_jobs
+        from sweeps.trials import finetune_trial
+
+        config = self.config
+        jobs = finetune_jobs(config, stage0)
+        todo = [job for job in jobs if self.store.get(job["key"]) is None]
+        print(
+            f"[stage 1] {len(jobs)} fine-tunes: {len(jobs) - len(todo)} finished earlier, "
+            f"{len(todo)} to run ({config.finetune.steps} steps each, "
+            f"{config.ray.num_workers} worker(s) each)",
+            flush=True,
+        )
+        baseline = baseline_encoder(config)
+        self.log_baseline(baseline)
+        for job in jobs:
+            if job not in todo:
+                self.log_finetune(self.store.get(job["key"]))
+        if todo:
+            per_trial = config.ray.num_workers * config.ray.cpus_per_worker
+            slots = max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+            trainable = ray.tune.with_parameters(
+                finetune_trial,
+                study=config.to_dict(),
+                root=stage0.root,
+                run_name=self.run_name,
+                storage=self.storage,
+            )
+            progress = make_progress_callback("stage 1", len(todo), self.record_finetune)
+            run_trials(
+                "stage 1",
+                trainable,
+                todo,
+                # The trial only drives its TorchTrainer: it holds no CPU (the workers do), and a
+                # token of memory because Tune needs a non-empty resource request.
+                {"CPU": 0, "memory": 1},
+                self.storage,
+                self.run_name,
+                progress,
+                max_concurrent=slots,
+                # a reused trial process would keep its finished TorchTrainer's workers (and
+                # their CPUs) alive
+                reuse_actors=False,
+            )
+            self.interrupted = progress.done + progress.failed < len(todo)
+        records = [self.store.get(job["key"]) for job in jobs]
+        missing = [job["name"] for job, record in zip(jobs, records) if record is None]
+        if missing:
+            print(f"[stage 1] not finished: {', '.join(missing)}", flush=True)
+        encoders = [{**baseline, "drift": 1.0}]
+        for record in filter(None, records):
+            encoders.append(
+                {
+                    **record["job"],
+                    "checkpoint": record["checkpoint"],
+                    "drift": record["metrics"].get("teacher_drift"),
+                }
+            )
+        return encoders, missing
+
+    def record_finetune(self, job: dict, result: dict, checkpoint) -> str:
+        record = {
+            "key": job["key"],
+            "kind": "finetune",
+            "job": job,
+            "metrics": numeric(result),
+            "checkpoint": checkpoint_uri(self.storage, result["checkpoint_path"]),
+        }
+        self.store.put(job["key"], record)
+        self.log_finetune(record)
+        metrics = record["metrics"]
+        return (
+            f"{job['n_pairs']} pairs, R-precision top-1 {metrics.get('r_precision_top1', 0):.3f},"
+            f" drift {metrics.get('teacher_drift', 0):.3f}"
+        )
+
+    def log_baseline(self, baseline: dict) -> None:
+        self.tracker.child(
+            baseline["key"],
+            "finetune original encoder",
+            {"fraction": 0.0, "n_pairs": 0, "encoder": self.config.encoder.identity},
+            {"drift": 1.0},
+            step=0,
+            tags={"kind": "finetune", "fraction": "0"},
+        )
+
+    def log_finetune(self, record: dict) -> None:
+        import ray.train
+
+        if self.tracker.find_trial(record["key"]):
+            return
+        job, metrics = record["job"], record["metrics"]
+        params = {k: job[k] for k in ("fraction", "n_pairs", "n_motions", "w_contrastive")}
+        params.update(
+            w_distill=job["w_distill"], seed=job["seed"], steps=self.config.finetune.steps
+        )
+        params["checkpoint"] = record["checkpoint"]
+        metrics = {**metrics, "drift": metrics.get("teacher_drift", float("nan"))}
+        with tempfile.TemporaryDirectory() as folder:
+            ray.train.Checkpoint(record["checkpoint"]).to_directory(folder)
+            self.tracker.child(
+                record["key"],
+                job["name"],
+                params,
+                metrics,
+                step=job["n_pairs"],
+                tags={"kind": "finetune", "fraction": f"{job['fraction']:g}"},
+                artifacts=[(Path(folder) / "moclip.pt", "checkpoint")],
+            )
+
+    # stage 2 -----------------------------------------------------------------------------
+
+    def evaluate(self, stage0, encoders: list[dict]) -> tuple[list[dict], list[str]]:
+        """Evaluate every encoder under every condition not finished before."""
+        from sweeps.plan import evaluation_jobs
+        from sweeps.trials import evaluation_trial
+
+        config = self.config
+        jobs = evaluation_jobs(config, stage0, encoders)
+        drift = {e["key"]: e["drift"] for e in encoders}
+        for job in jobs:
+            job["drift"] = drift[job["encoder_key"]]
+        todo = [job for job in jobs if self.store.get(job["key"]) is None]
+        print(
+            f"[stage 2] {len(jobs)} evaluations ({len(encoders)} encoders x "
+            f"{len(jobs) // max(1, len(encoders))} conditions): "
+            f"{len(jobs) - len(todo)} finished earlier, {len(todo)} to run",
+            flush=True,
+        )
+        for job in jobs:
+            if job not in todo:
+                self.log_evaluation(self.store.get(job["key"]))
+        if todo:
+            import ray.tune
+
+            payload = {
+                "study": config.to_dict(),
+                "evaluator": stage0.evaluator_path.read_bytes(),
+                "generator": stage0.generator_path.read_bytes(),
+                "prompts": stage0.prompts,
+                "lengths": stage0.lengths,
+                "transfer": {
+                    f"{recipe}|{budget}": [dataclasses.asdict(r) for r in records]
+                    for (recipe, budget), records in stage0.transfer_sets.items()
+                },
+            }
+            resources = {"CPU": config.ray.cpus_per_eval_trial}
+            if config.ray.gpus_per_eval_trial:
+                resources["GPU"] = config.ray.gpus_per_eval_trial
+            progress = make_progress_callback("stage 2", len(todo), self.record_evaluation)
+            run_trials(
+                "stage 2",
+                ray.tune.with_parameters(evaluation_trial, payload=payload),
+                todo,
+                resources,
+                self.storage,
+                self.run_name,
+                progress,
+            )
+            self.interrupted = progress.done + progress.failed < len(todo)
+        records = [self.store.get(job["key"]) for job in jobs]
+        missing = [job["name"] for job, record in zip(jobs, records) if record is None]
+        return [r for r in records if r is not None], missing
+
+    def record_evaluation(self, job: dict, result: dict, checkpoint) -> str:
+        perturbed = None
+        if checkpoint is not None:
+            from sweeps.trials import PERTURBED_FILE
+
+            folder = self.workdir / "results" / "sets"
+            folder.mkdir(parents=True, exist_ok=True)
+            with checkpoint.as_directory() as source:
+                perturbed = folder / f"{job['key']}.jsonl"
+                perturbed.write_bytes((Path(source) / PERTURBED_FILE).read_bytes())
+        record = {
+            "key": job["key"],
+            "kind": "evaluation",
+            "job": job,
+            "metrics": numeric(result),
+            "perturbed": str(perturbed) if perturbed else None,
+        }
+        self.store.put(job["key"], record)
+        self.log_evaluation(record)
+        metrics = record["metrics"]
+        return (
+            f"FID {metrics['fid']:.3f} ± {metrics['fid_ci95']:.3f}, R-precision top-3 "
+            f"{metrics['r_precision_top3']:.3f}"
+        )
+
+    def log_evaluation(self, record: dict) -> None:
+        if self.tracker.find_trial(record["key"]):
+            return
+        job = record["job"]
+        params = {
+            k: job[k]
+            for k in ("fraction", "n_pairs", "w_contrastive", "w_distill", "seed", "recipe")
+        }
+        params.update(budget=job["budget"], encoder_key=job["encoder_key"])
+        metrics = dict(record["metrics"])
+        if job.get("drift") is not None:
+            metrics["drift"] = job["drift"]
+        artifacts = []
+        if record.get("perturbed"):
+            artifacts.append((Path(record["perturbed"]), "perturbed_prompts"))
+        self.tracker.child(
+            record["key"],
+            job["name"],
+            params,
+            metrics,
+            step=job["n_pairs"],
+            tags={
+                "kind": "evaluation",
+                "recipe": job["recipe"],
+                "budget": str(job["budget"]),
+                "fraction": f"{job['fraction']:g}",
+            },
+            artifacts=artifacts,
+        )
+
+    # the end ------------------------------------------------------------------------------
+
+    def report(self, evaluations: list[dict]) -> str:
+        """ΔFID into each evaluation run, curves into the parent run, the table and plot."""
+        from sweeps.results import format_table, plot_curves, robustness_gaps, summary_rows
+
+        gaps = robustness_gaps(evaluations)
+        for record in evaluations:
+            if record["key"] in gaps and not record.get("delta_logged"):
+                delta, ci = gaps[record["key"]]
+                run_id = self.tracker.find_trial(record["key"])
+                self.tracker.log_metrics(
+                    run_id,
+                    {"delta_fid": delta, "delta_fid_ci95": ci},
+                    step=record["job"]["n_pairs"],
+                )
+                self.store.update(record["key"], delta_logged=True)
+        rows = summary_rows(evaluations, gaps)
+        table = format_table(rows)
+        folder = self.state.folder
+        (folder / "table.txt").write_text(table + "\n")
+        (folder / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+        plot = plot_curves(rows, folder / "fid_vs_pairs.png")
+        if not self.state.values.get("reported"):
+            for row in rows:
+                name = row["condition"].replace(" ", "_")
+                metrics = {
+                    f"fid/{name}": row["fid"],
+                    f"r_precision_top3/{name}": row["r_precision_top3"],
+                }
+                if "delta_fid" in row and row["recipe"] != "none":
+                    metrics[f"delta_fid/{name}"] = row["delta_fid"]
+                self.tracker.parent_metrics(metrics, step=int(row["n_pairs"]))
+            for path in (folder / "table.txt", folder / "rows.json", plot):
+                self.tracker.parent_artifact(path, "results")
+            self.state.save(reported=True)
+        return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="a YAML file (default: configs/default.yaml)")
     parser.add_argument("overrides", nargs="*", help="key.path=value, e.g. grid.seeds=[0]")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite store in the workdir)",
+    )
+    parser.add_argument("--search", choices=("grid", "optuna"), help="overrides search.mode")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep, fine-tunes from their last checkpoints",
+    )
     args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"search.mode={args.search}"] if args.search else [])
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, overrides)
     except ConfigError as err:
         parser.error(str(err))
     print("[config] resolved:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    return run(config, args)
+
+
+def start_ray(config: StudyConfig) -> None:
+    import ray
+
+    ray.init(
+        address=config.ray.address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+
+
+def run(config: StudyConfig, args: argparse.Namespace) -> int:
+    import ray
+
+    from moclip.data.dataset import DatasetError
+    from sweeps.stage0 import data_root, run_stage0
+    from sweeps.tracking import code_version, flatten, package_versions
 
     started = time.monotonic()
     try:
-        splits = load_splits(config)
+        data_root(config)  # before Ray starts: the corpus builder forks worker processes
     except DatasetError as err:
-        parser.error(str(err))
-    for name, part in splits.items():
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    start_ray(config)
+    try:
+        sweep = Sweep(config, args)
         print(
-            f"[stage 0] {name}: {len(part.motion_ids)} motions, {part.num_pairs} caption pairs,"
-            f" dropped {dict(part.dropped) or 'none'}, fingerprint {part.fingerprint()[:12]}"
+            f"[sweep] {sweep.key}: MLflow {sweep.tracking_uri}, experiment "
+            f"{config.tracking.experiment!r}; Ray storage {sweep.storage}",
+            flush=True,
         )
-    train = splits["train"]
-    for seed in config.grid.seeds:
-        for fraction in config.grid.fractions:
-            subset = train.subset(nested_subset(train.motion_ids, fraction, seed))
-            print(
-                f"[stage 0] seed {seed} fraction {fraction:>4}: {len(subset.motion_ids)} "
-                f"motions, {subset.num_pairs} fine-tuning pairs"
+        try:
+            stage0 = run_stage0(config)
+        except DatasetError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"[stage 0] done in {stage0.seconds:.0f} s", flush=True)
+        existed = sweep.tracker.open_parent(
+            sweep.key,
+            f"sweep {config.name} {sweep.key}",
+            flatten(config.to_dict()),
+            {
+                "code_version": code_version(ROOT),
+                "data_fingerprint": stage0.data_fingerprint,
+                "train_fingerprint": stage0.train_fingerprint,
+                "test_fingerprint": stage0.test_fingerprint,
+                **{f"version.{k}": v for k, v in package_versions().items()},
+            },
+        )
+        if not existed:
+            sweep.tracker.parent_artifact(stage0.evaluator_path, "stage0")
+            sweep.tracker.parent_artifact(stage0.generator_path, "stage0")
+            for path in stage0.transfer_paths.values():
+                sweep.tracker.parent_artifact(path, "stage0/perturbed_prompts")
+            sweep.tracker.parent_metrics(
+                {f"evaluator_gt_{k}": v for k, v in stage0.evaluator_figures.items()}
             )
-
-    render_dir = Path(config.workdir) / "renders"
-    for item in splits["test"].items[:RENDERS]:
-        out = render_strip(
-            item.features,
-            render_dir / f"{item.item_id}.png",
-            title=item.captions[0].text,
-            skeleton=train.skeleton,
+        encoders, missing = sweep.finetune(stage0)
+        if not sweep.interrupted:
+            # Ray Train V2 leaves finished runs' placement groups reserved for a while; a
+            # fresh Ray instance gives the evaluation trials every CPU at once.
+            if config.ray.address is None:
+                ray.shutdown()
+                start_ray(config)
+            evaluations, missing_evaluations = sweep.evaluate(stage0, encoders)
+            missing += missing_evaluations
+        if not sweep.interrupted:
+            table = sweep.report(evaluations)
+    finally:
+        ray.shutdown()
+    if sweep.interrupted:
+        print(
+            f"[sweep] interrupted; finished trials are kept in {sweep.store.folder}. "
+            "Run the same command with --resume to finish the rest.",
+            flush=True,
         )
-        print(f"[stage 0] rendered {out}")
-    print(f"[stage 0] done in {time.monotonic() - started:.1f} s; renders in {render_dir}")
-    return 0
+        return 130
+    print(f"\n[result] FID, ΔFID and R-precision top-3 (mean ± 95 % interval over seeds):\n{table}")
+    print(
+        f"\n[result] curves: {sweep.state.folder / 'fid_vs_pairs.png'}; MLflow: "
+        f"mlflow ui --backend-store-uri {sweep.tracking_uri} (experiment "
+        f"{config.tracking.experiment!r}, parent run 'sweep {config.name} {sweep.key}', "
+        f"metrics fid/* against step = fine-tuning pairs)"
+    )
+    sweep.state.save(status="finished" if not missing else "running")
+    sweep.tracker.finish("FINISHED" if not missing else "FAILED")
+    print(f"[sweep] done in {time.monotonic() - started:.0f} s", flush=True)
+    return 0 if not missing else 1
 
 
 if __name__ == "__main__":

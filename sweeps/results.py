@@ -1,0 +1,188 @@
+"""Finished trials on disk (what makes a sweep resumable), the robustness gap, and the result
+table: fraction x recipe x budget, means over seeds with 95 % intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+class ResultStore:
+    """One JSON file per finished trial, named by the trial's key (a hash of everything that
+    determines its result); written atomically, so a file that exists is complete."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}: unreadable trial record ({err}); delete it to rerun"
+            ) from None
+
+    def put(self, key: str, record: dict) -> None:
+        path = self._path(key)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def update(self, key: str, **fields) -> dict:
+        record = {**(self.get(key) or {}), **fields}
+        self.put(key, record)
+        return record
+
+
+def interval(values: Iterable[float]) -> tuple[float, float]:
+    """(mean, 1.96 std / sqrt(n)) with the sample std (ddof 1); 0 for a single value."""
+    array = np.asarray(list(values), dtype=np.float64)
+    if len(array) < 2:
+        return float(array.mean()), 0.0
+    return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def robustness_gaps(evaluations: list[dict]) -> dict[str, tuple[float, float]]:
+    """ΔFID = FID(perturbed) - FID(clean) of the same encoder, per evaluation key, with an
+    interval sqrt(ci_p^2 + ci_c^2) (independent repeats; common noise makes it conservative)."""
+    clean = {
+        r["job"]["encoder_key"]: r["metrics"] for r in evaluations if r["job"]["recipe"] == "none"
+    }
+    gaps = {}
+    for record in evaluations:
+        base = clean.get(record["job"]["encoder_key"])
+        if base is None:
+            continue
+        metrics = record["metrics"]
+        gaps[record["key"]] = (
+            metrics["fid"] - base["fid"],
+            math.hypot(metrics["fid_ci95"], base["fid_ci95"]),
+        )
+    return gaps
+
+
+def condition_label(recipe: str, budget: int) -> str:
+    return "clean" if recipe == "none" else f"{recipe} b{budget}"
+
+
+def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) -> list[dict]:
+    """One row per (fraction, w_distill, recipe, budget): means over seeds with 95 % intervals
+    across seeds (with one seed, the interval over generation repeats)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for record in evaluations:
+        job = record["job"]
+        group = (job["fraction"], job.get("w_distill"), job["recipe"], job["budget"])
+        groups[group].append(record)
+    rows = []
+    for (fraction, w_distill, recipe, budget), records in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2] != "none", kv[0][2:])
+    ):
+        row = {
+            "fraction": fraction,
+            "w_distill": w_distill,
+            "condition": condition_label(recipe, budget),
+            "recipe": recipe,
+            "budget": budget,
+            "n_pairs": float(np.mean([r["job"]["n_pairs"] for r in records])),
+            "seeds": len(records),
+        }
+        for name, values, single in (
+            ("fid", [r["metrics"]["fid"] for r in records], "fid_ci95"),
+            (
+                "r_precision_top3",
+                [r["metrics"]["r_precision_top3"] for r in records],
+                "r_precision_top3_ci95",
+            ),
+        ):
+            mean, ci = interval(values)
+            row[name] = mean
+            row[f"{name}_ci95"] = ci if len(values) > 1 else records[0]["metrics"][single]
+        deltas = [gaps[r["key"]] for r in records if r["key"] in gaps]
+        if deltas:
+            mean, ci = interval(d for d, _ in deltas)
+            row["delta_fid"] = mean
+            row["delta_fid_ci95"] = ci if len(deltas) > 1 else deltas[0][1]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table."""
+    show_w = len({r["w_distill"] for r in rows}) > 1
+    header = ["fraction", "pairs"] + (["w_distill"] if show_w else [])
+    header += ["condition", "seeds", "FID", "ΔFID", "R-prec top-3"]
+    lines = []
+    for row in rows:
+        delta = (
+            f"{row['delta_fid']:+.3f} ± {row['delta_fid_ci95']:.3f}"
+            if "delta_fid" in row and row["recipe"] != "none"
+            else "—"
+        )
+        cells = [
+            "0 (original)" if row["fraction"] == 0 else f"{row['fraction']:g}",
+            f"{row['n_pairs']:.0f}",
+        ]
+        cells += (
+            [f"{row['w_distill']:g}" if row["w_distill"] is not None else "—"] if show_w else []
+        )
+        cells += [
+            row["condition"],
+            str(row["seeds"]),
+            f"{row['fid']:.3f} ± {row['fid_ci95']:.3f}",
+            delta,
+            f"{row['r_precision_top3']:.3f} ± {row['r_precision_top3_ci95']:.3f}",
+        ]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+    return "\n".join(out)
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """FID and ΔFID against fine-tuning pairs, one line per condition, 95 % bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    by_condition: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_condition[row["condition"]].append(row)
+    for condition, items in sorted(by_condition.items()):
+        items = sorted(items, key=lambda r: r["n_pairs"])
+        # the baseline (0 pairs) is drawn at x = 1 so the log axis can show it
+        x = np.array([max(r["n_pairs"], 1) for r in items])
+        for ax, name in zip(axes, ("fid", "delta_fid")):
+            if name == "delta_fid" and condition == "clean":
+                continue
+            y = np.array([r.get(name, np.nan) for r in items])
+            ci = np.array([r.get(f"{name}_ci95", 0.0) for r in items])
+            ax.plot(x, y, marker="o", label=condition)
+            ax.fill_between(x, y - ci, y + ci, alpha=0.15)
+    for ax, title in zip(axes, ("FID (lower is better)", "ΔFID = FID(attacked) − FID(clean)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tuning pairs (the original encoder drawn at 1)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,271 @@
+"""Stage 0 of a sweep: the data, the frozen evaluator and generator, and the transfer prompt
+sets, each cached under the workdir by a fingerprint of what it is made from, so a second sweep
+over the same data and settings reuses them.
+
+The two trainings run as Ray tasks side by side; they return the saved files' bytes, so on a
+cluster the driver's workdir is the one place the files live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from moclip.attacks.perturb import Budget, PerturbedPrompt, perturb, set_key
+from moclip.data.action3d import load_action3d
+from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
+from moclip.data.synthetic import build_corpus
+from sweeps.config import DataConfig, StudyConfig
+
+R_PRECISION_BATCH = 32
+
+
+def digest(value) -> str:
+    """A short, stable hash of any JSON-able value (dict keys sorted)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def corpus_folder(workdir: Path, data: DataConfig) -> Path:
+    """The synthetic corpus for (num_motions, seed), built once and reused."""
+    root = (
+        Path(data.root)
+        if data.root
+        else workdir / "data" / (f"synthetic-n{data.num_motions}-s{data.seed}")
+    )
+    if (root / "corpus.json").is_file():
+        print(f"[stage 0] reusing corpus {root}", flush=True)
+        return root
+    print(f"[stage 0] building {data.num_motions} synthetic motions in {root}", flush=True)
+    build_corpus(root, data.num_motions, data.seed)
+    return root
+
+
+def data_root(config: StudyConfig) -> str:
+    """The folder the loaders read (built first for the synthetic corpus)."""
+    if config.data.kind == "synthetic":
+        return str(corpus_folder(Path(config.workdir), config.data).resolve())
+    return str(config.data.root)
+
+
+def load_split(kind: str, root: str, split: str) -> MotionDataset:
+    """One split of the configured data set; Action3D has no validation split."""
+    if kind == "action3d":
+        return load_action3d(root, split)
+    return load_dataset(root, split)
+
+
+def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
+    splits = ("train", "test") if config.data.kind == "action3d" else ("train", "val", "test")
+    return {split: load_split(config.data.kind, root, split) for split in splits}
+
+
+def evaluation_prompts(test: MotionDataset, count: int, seed: int) -> tuple[list[str], list[int]]:
+    """`count` test motions (seeded choice) with one seeded caption each, and their lengths."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = sorted(rng.choice(len(test), min(count, len(test)), replace=False).tolist())
+    prompts = [
+        test.items[i].captions[int(rng.integers(len(test.items[i].captions)))].text for i in rows
+    ]
+    return prompts, [test.items[i].num_frames for i in rows]
+
+
+def _file_bytes(save, suffix: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"model{suffix}"
+        save(path)
+        return path.read_bytes()
+
+
+def train_evaluator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
+    """The evaluator file's bytes and its ground-truth figures on the test split."""
+    from moclip.evaluation.evaluator import save_evaluator
+    from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
+
+    train = load_split(config.data.kind, root, "train")
+    test = load_split(config.data.kind, root, "test")
+    started = time.monotonic()
+    evaluator, _ = train_evaluator(
+        train, config.evaluation.evaluator_steps, seed=config.evaluation.seed, log_every=0
+    )
+    figures = ground_truth_figures(evaluator, train, test, config.evaluation.seed)
+    figures["train_seconds"] = round(time.monotonic() - started, 1)
+    blob = _file_bytes(lambda p: save_evaluator(p, evaluator, train.fingerprint(), figures), ".pt")
+    return blob, figures
+
+
+def train_generator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
+    """The generator file's bytes (trained on the original, not fine-tuned, encoder)."""
+    import numpy as np
+
+    from moclip.generation.diffusion import save_generator
+    from moclip.generation.train_generator import train_generator
+    from moclip.text_encoders import TextEmbedder, build_text_encoder
+
+    train = load_split(config.data.kind, root, "train")
+    encoder, tokenizer, _ = build_text_encoder(config.encoder)
+    started = time.monotonic()
+    generator, losses = train_generator(
+        train,
+        TextEmbedder(encoder, tokenizer),
+        config.evaluation.generator_steps,
+        seed=config.evaluation.seed,
+        config=config.generator,
+        log_every=0,
+    )
+    summary = {
+        "final_loss": float(np.mean(losses[-50:])),
+        "train_seconds": round(time.monotonic() - started, 1),
+    }
+    blob = _file_bytes(lambda p: save_generator(p, generator, train.fingerprint(), summary), ".pt")
+    return blob, summary
+
+
+@dataclass
+class Stage0:
+    """What stage 0 hands the later stages."""
+
+    root: str  # the data folder
+    train_fingerprint: str
+    test_fingerprint: str
+    subset_sizes: dict[tuple[float, int], tuple[int, int]]  # (fraction, seed) -> motions, pairs
+    evaluator_path: Path
+    generator_path: Path
+    evaluator_figures: dict
+    generator_summary: dict
+    prompts: list[str]
+    lengths: list[int]
+    transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
+    transfer_paths: dict[tuple[str, int], Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def data_fingerprint(self) -> str:
+        return digest([self.train_fingerprint, self.test_fingerprint])
+
+
+def _cached_model(
+    path: Path, task, config: StudyConfig, root: str, resources: dict
+) -> tuple[Path, dict] | ray.ObjectRef:
+    """The cached file and its figures, or the running task that will make them."""
+    figures = path.with_suffix(".json")
+    if path.is_file() and figures.is_file():
+        return path, json.loads(figures.read_text())
+    return ray.remote(**resources)(task).remote(config, root)
+
+
+def run_stage0(config: StudyConfig) -> Stage0:
+    """Build or reuse everything the fine-tuning and evaluation stages need."""
+    from moclip.data.subsets import nested_subset
+
+    started = time.monotonic()
+    root = data_root(config)
+    splits = load_splits(config, root)
+    for name, part in splits.items():
+        print(
+            f"[stage 0] {name}: {len(part.motion_ids)} motions, {part.num_pairs} caption pairs,"
+            f" dropped {dict(part.dropped) or 'none'}, fingerprint {part.fingerprint()[:12]}",
+            flush=True,
+        )
+    train, test = splits["train"], splits["test"]
+    if len(test) < R_PRECISION_BATCH:
+        raise DatasetError(
+            f"{root}: the test split has {len(test)} motions; the evaluation protocol needs at "
+            f"least {R_PRECISION_BATCH} (one R-precision batch)"
+            + (" - raise data.num_motions" if config.data.kind == "synthetic" else "")
+        )
+    sizes = {}
+    for seed in config.grid.seeds:
+        for fraction in config.grid.fractions:
+            subset = train.subset(nested_subset(train.motion_ids, fraction, seed))
+            sizes[(fraction, seed)] = (len(subset.motion_ids), subset.num_pairs)
+
+    cache = Path(config.workdir) / "cache"
+    data_key = digest([train.fingerprint(), test.fingerprint()])
+    evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
+    generator_key = digest(
+        [
+            data_key,
+            config.encoder.to_dict(),
+            config.generator.to_dict(),
+            config.evaluation.generator_steps,
+            config.evaluation.seed,
+        ]
+    )
+    evaluator_path = cache / f"evaluator-{evaluator_key}.pt"
+    generator_path = cache / f"generator-{generator_key}.pt"
+    resources = {"num_cpus": config.ray.cpus_per_eval_trial}
+    if config.ray.use_gpu:
+        resources["num_gpus"] = config.ray.gpus_per_worker
+    pending = {
+        "evaluator": _cached_model(evaluator_path, train_evaluator_task, config, root, resources),
+        "generator": _cached_model(generator_path, train_generator_task, config, root, resources),
+    }
+    for name, value in pending.items():
+        if isinstance(value, tuple):
+            print(f"[stage 0] reusing {name} {value[0]}", flush=True)
+        else:
+            print(f"[stage 0] training the {name} (Ray task)", flush=True)
+
+    prompts, lengths = evaluation_prompts(test, config.attacks.prompts, config.attacks.seed)
+    transfer_sets, transfer_paths = {}, {}
+    prompt_cache = cache / "prompts"
+    for recipe in config.attacks.recipes:
+        for budget in config.attacks.budgets:
+            records = perturb(
+                prompts,
+                recipe,
+                budget,
+                config.attacks.seed,
+                cache_dir=prompt_cache,
+                data_fingerprint=test.fingerprint(),
+            )
+            transfer_sets[(recipe, budget)] = records
+            key = set_key(
+                test.fingerprint(), recipe, Budget.parse(budget), config.attacks.seed, None
+            )
+            transfer_paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
+            changed = sum(r.success for r in records)
+            print(
+                f"[stage 0] prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
+                f" e.g. {records[0].original!r} -> {records[0].perturbed!r}",
+                flush=True,
+            )
+
+    outputs = {}
+    for name, path in (("evaluator", evaluator_path), ("generator", generator_path)):
+        value = pending[name]
+        if isinstance(value, tuple):
+            outputs[name] = value[1]
+            continue
+        blob, figures = ray.get(value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+        outputs[name] = figures
+        print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
+    return Stage0(
+        root=root,
+        train_fingerprint=train.fingerprint(),
+        test_fingerprint=test.fingerprint(),
+        subset_sizes=sizes,
+        evaluator_path=evaluator_path,
+        generator_path=generator_path,
+        evaluator_figures=outputs["evaluator"],
+        generator_summary=outputs["generator"],
+        prompts=prompts,
+        lengths=lengths,
+        transfer_sets=transfer_sets,
+        transfer_paths=transfer_paths,
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,168 @@
+"""MLflow tracking of a sweep: one experiment per study, a parent run per sweep, a child run per
+fine-tune and per evaluation, found again by tag so a repeated or resumed sweep creates no
+duplicates. Everything goes through an explicit MlflowClient (no active-run global state).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PACKAGES = ("torch", "ray", "mlflow", "open_clip_torch", "textattack", "optuna", "numpy")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+BATCH = 100  # MLflow's limit on params per log_batch call
+
+
+def resolve_tracking_uri(cli_value: str | None, configured: str | None, workdir: Path) -> str:
+    """--tracking-uri, else the config's, else MLFLOW_TRACKING_URI, else a local SQLite store
+    in the workdir."""
+    uri = cli_value or configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+
+
+def metric_name(name: str) -> str:
+    """A metric name MLflow accepts: 't2m_R@1' -> 't2m_R_at_1'."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_"))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}: nested config as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def code_version(root: Path) -> str:
+    """The git commit of the code (with '-dirty' for uncommitted changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{'-dirty' if status else ''}" if commit else "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Tracker:
+    """The sweep's parent run and its children in one MLflow experiment."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment, location)
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id: str | None = None
+
+    def _find(self, tag: str, value: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{tag} = '{value}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    def find_trial(self, key: str) -> str | None:
+        """The run id of the child run of trial `key`, if it was logged before."""
+        return self._find("trial_key", key)
+
+    def _log(self, run_id: str, params=None, metrics=None, tags=None, step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
+        metrics = [Metric(metric_name(k), float(v), now, step) for k, v in (metrics or {}).items()]
+        tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(params), len(metrics), len(tags), 1), BATCH):
+            self.client.log_batch(
+                run_id, metrics[i : i + BATCH], params[i : i + BATCH], tags[i : i + BATCH]
+            )
+
+    def open_parent(self, sweep_key: str, name: str, params: dict, tags: dict) -> bool:
+        """Create the sweep's parent run, or find it again; True when it already existed."""
+        self.parent_id = self._find("sweep_key", sweep_key)
+        if self.parent_id is not None:
+            self.client.update_run(self.parent_id, status="RUNNING")
+            return True
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"sweep_key": sweep_key, "kind": "sweep", **tags},
+        )
+        self.parent_id = run.info.run_id
+        self._log(self.parent_id, params=params)
+        return False
+
+    def child(
+        self,
+        key: str,
+        name: str,
+        params: dict,
+        metrics: dict,
+        step: int,
+        tags: dict,
+        artifacts: list[tuple[Path, str]] = (),
+    ) -> tuple[str, bool]:
+        """(run id, created): one child run per trial key, never two."""
+        existing = self._find("trial_key", key)
+        if existing is not None:
+            return existing, False
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": self.parent_id, "trial_key": key, **tags},
+        )
+        run_id = run.info.run_id
+        self._log(run_id, params=params, metrics=metrics, step=step)
+        for path, folder in artifacts:
+            self.client.log_artifact(run_id, str(path), folder)
+        self.client.set_terminated(run_id)
+        return run_id, True
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        self._log(run_id, metrics=metrics, step=step)
+
+    def parent_metrics(self, metrics: dict, step: int = 0) -> None:
+        self._log(self.parent_id, metrics=metrics, step=step)
+
+    def parent_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.parent_id, str(path), folder)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status)
