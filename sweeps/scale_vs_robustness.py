@@ -494,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     print("[config] resolved:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    if config.search.mode == "optuna":
+        # Say so rather than silently running the grid instead.
+        parser.error("search.mode=optuna (--search optuna) is not implemented yet; use grid")
     return run(config, args)
 
 
