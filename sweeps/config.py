@@ -126,18 +126,67 @@ class TrackingConfig:
     tracking_uri: str | None = None  # --tracking-uri or MLFLOW_TRACKING_URI, else a local store
 
 
+SEARCH_OBJECTIVES = {"fid": "min", "delta_fid": "min", "r_precision_top3": "max"}
+
+
 @dataclass(frozen=True)
 class SearchConfig:
+    """Optuna mode: per fraction, `trials` fine-tunes with loss weight and learning rates drawn
+    by Optuna's TPE from the ranges below, scored at every checkpoint by `objective` under
+    `objective_attack` at the largest budget, the weak ones stopped early by ASHA."""
+
     mode: str = "grid"  # grid | optuna
-    trials: int = 8
-    objective: str = "fid"
-    objective_attack: str = "strongest"  # a recipe, or the strongest of them
+    trials: int = 8  # per fraction
+    objective: str = "fid"  # fid | delta_fid | r_precision_top3
+    # "strongest": the worst of every configured attack at the largest budget; or one recipe,
+    # "greedy" (the white-box attack) or "none" (clean prompts)
+    objective_attack: str = "strongest"
+    w_distill: tuple[float, ...] = (0.0, 2.0)  # uniform range
+    lr_text: tuple[float, ...] = (1e-6, 1e-4)  # log-uniform range
+    lr_motion: tuple[float, ...] = (1e-4, 1e-3)  # log-uniform range
+    # prompts scored at each checkpoint: the first of the evaluation prompts; 0: all of them
+    prompts: int = 0
+    grace_steps: int = 0  # ASHA's first rung in fine-tuning steps; 0: ray.checkpoint_every
+    reduction_factor: int = 2  # ASHA keeps the best 1/reduction_factor at each rung
+    max_concurrent: int = 0  # 0: as many as the cluster's CPUs (or GPUs) allow
+    seed: int = 0  # Optuna's sampler
 
     def __post_init__(self) -> None:
         if self.mode not in ("grid", "optuna"):
-            raise ValueError(f"must be 'grid' or 'optuna', got {self.mode!r}")
+            raise ValueError(f"mode must be 'grid' or 'optuna', got {self.mode!r}")
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if self.objective not in SEARCH_OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {', '.join(SEARCH_OBJECTIVES)}, got {self.objective!r}"
+            )
+        attacks = ("strongest", "none", "greedy", *RECIPES)
+        if self.objective_attack not in attacks:
+            raise ValueError(
+                f"objective_attack must be one of {', '.join(attacks)}, "
+                f"got {self.objective_attack!r}"
+            )
+        if self.objective == "delta_fid" and self.objective_attack == "none":
+            raise ValueError("objective delta_fid needs an attack, not objective_attack=none")
+        for name, low_bound in (("w_distill", 0.0), ("lr_text", 1e-12), ("lr_motion", 1e-12)):
+            span = getattr(self, name)
+            if len(span) != 2 or not low_bound <= span[0] <= span[1]:
+                raise ValueError(
+                    f"{name} must be a range [low, high] with {low_bound:g} <= low <= high, "
+                    f"got {list(span)}"
+                )
+        if self.prompts and self.prompts < 32:
+            raise ValueError(
+                f"prompts must be 0 (all) or at least 32 (one R-precision batch), "
+                f"got {self.prompts}"
+            )
+        if self.grace_steps < 0 or self.reduction_factor < 2 or self.max_concurrent < 0:
+            raise ValueError("grace_steps and max_concurrent must be >= 0, reduction_factor >= 2")
+
+    @property
+    def direction(self) -> str:
+        """'min' or 'max': how Optuna and ASHA read the objective."""
+        return SEARCH_OBJECTIVES[self.objective]
 
 
 @dataclass(frozen=True)
@@ -155,6 +204,19 @@ class StudyConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        attack = self.search.objective_attack
+        if attack not in ("strongest", "none", "greedy") and attack not in self.attacks.recipes:
+            raise ConfigError(
+                f"search.objective_attack: {attack!r} is not one of attacks.recipes "
+                f"({', '.join(self.attacks.recipes)}), 'greedy', 'none' or 'strongest'"
+            )
+        if self.search.prompts > self.attacks.prompts:
+            raise ConfigError(
+                f"search.prompts: {self.search.prompts} is more than attacks.prompts "
+                f"({self.attacks.prompts}), the evaluation prompts it is drawn from"
+            )
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars: what YAML, JSON and MLflow params take."""
@@ -188,6 +250,12 @@ def _coerce(value, annotation, key: str):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if annotation in (int, float):
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-5 (no dot) as text; take it as the number that was meant
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if annotation is int and not float(value).is_integer():

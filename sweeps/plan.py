@@ -3,34 +3,80 @@ result, so a finished trial is recognised again by any later sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from itertools import product
 
 from sweeps.config import StudyConfig
 from sweeps.stage0 import Stage0, digest
 
+SEARCHED = ("w_distill", "lr_text", "lr_motion")  # what Optuna mode samples per trial
 
-def finetune_jobs(config: StudyConfig, stage0: Stage0) -> list[dict]:
-    """One fine-tune per fraction x w_contrastive x w_distill x seed."""
+
+def finetune_config(study: StudyConfig, job: dict):
+    """The study's fine-tuning settings with this trial's seed, loss weights and rates."""
+    overrides = {
+        name: job[name]
+        for name in ("seed", "w_contrastive", *SEARCHED)
+        if job.get(name) is not None
+    }
+    return dataclasses.replace(study.finetune, **overrides)
+
+
+def finetune_job(
+    config: StudyConfig,
+    stage0: Stage0,
+    fraction: float,
+    seed: int,
+    w_contrastive: float,
+    w_distill: float,
+    lr_text: float | None = None,
+    lr_motion: float | None = None,
+) -> dict:
+    """One fine-tune; its key hashes the data, the models and the effective fine-tuning
+    settings, so a grid point and an Optuna sample with the same values share it."""
+    params = {
+        "fraction": fraction,
+        "w_contrastive": w_contrastive,
+        "w_distill": w_distill,
+        "seed": seed,
+        "lr_text": lr_text,
+        "lr_motion": lr_motion,
+    }
+    effective = finetune_config(config, params)
+    key = "ft-" + digest(
+        [
+            stage0.train_fingerprint,
+            config.encoder.to_dict(),
+            config.motion_encoder.to_dict(),
+            effective.to_dict(),
+            fraction,
+        ]
+    )
+    motions, pairs = stage0.subset_sizes[(fraction, seed)]
+    tuned = "" if lr_text is None else " tuned"
+    name = f"finetune f{fraction:g} wd{w_distill:.3g}{tuned} s{seed}"
+    return {"key": key, "name": name, "n_pairs": pairs, "n_motions": motions, **params}
+
+
+def finetune_jobs(
+    config: StudyConfig, stage0: Stage0, tuned: dict[float, dict] | None = None
+) -> list[dict]:
+    """One fine-tune per fraction x w_contrastive x w_distill x seed, or, with `tuned`
+    (fraction -> the values Optuna found), one per fraction x seed with those values."""
     grid = config.grid
-    jobs = []
-    for fraction, w_c, w_d, seed in product(
-        grid.fractions, grid.w_contrastive, grid.w_distill, grid.seeds
-    ):
-        params = {"fraction": fraction, "w_contrastive": w_c, "w_distill": w_d, "seed": seed}
-        key = "ft-" + digest(
-            [
-                stage0.train_fingerprint,
-                config.encoder.to_dict(),
-                config.motion_encoder.to_dict(),
-                config.finetune.to_dict(),
-                params,
-            ]
+    if tuned is not None:
+        return [
+            finetune_job(config, stage0, fraction, seed, grid.w_contrastive[0], **tuned[fraction])
+            for fraction in grid.fractions
+            for seed in grid.seeds
+        ]
+    return [
+        finetune_job(config, stage0, fraction, seed, w_c, w_d)
+        for fraction, w_c, w_d, seed in product(
+            grid.fractions, grid.w_contrastive, grid.w_distill, grid.seeds
         )
-        motions, pairs = stage0.subset_sizes[(fraction, seed)]
-        name = f"finetune f{fraction:g} wd{w_d:g} s{seed}"
-        jobs.append({"key": key, "name": name, "n_pairs": pairs, "n_motions": motions, **params})
-    return jobs
+    ]
 
 
 def baseline_encoder(config: StudyConfig) -> dict:
@@ -41,6 +87,8 @@ def baseline_encoder(config: StudyConfig) -> dict:
         "fraction": 0.0,
         "w_contrastive": None,
         "w_distill": None,
+        "lr_text": None,
+        "lr_motion": None,
         "seed": None,
         "n_pairs": 0,
         "checkpoint": None,
@@ -57,9 +105,10 @@ def conditions(config: StudyConfig) -> list[tuple[str, int]]:
     return out
 
 
-def evaluation_jobs(config: StudyConfig, stage0: Stage0, encoders: list[dict]) -> list[dict]:
-    """One evaluation per encoder x condition."""
-    shared = digest(
+def scoring_key(config: StudyConfig, stage0: Stage0) -> str:
+    """A hash of everything that decides a score besides the encoder: the frozen models, the
+    prompts, the attack settings and the evaluation settings."""
+    return digest(
         [
             stage0.evaluator_path.name,
             stage0.generator_path.name,
@@ -69,6 +118,33 @@ def evaluation_jobs(config: StudyConfig, stage0: Stage0, encoders: list[dict]) -
             asdict(config.evaluation),
         ]
     )
+
+
+def search_group(config: StudyConfig, stage0: Stage0, fraction: float) -> str:
+    """The key shared by every Optuna trial of one fraction's search: finished trials of a
+    search with the same key are fed back to Optuna instead of being run again."""
+    search = asdict(config.search)
+    for name in ("mode", "trials", "max_concurrent"):  # how far and how fast, not what
+        search.pop(name)
+    return digest(
+        [
+            scoring_key(config, stage0),
+            stage0.train_fingerprint,
+            config.encoder.to_dict(),
+            config.motion_encoder.to_dict(),
+            config.finetune.to_dict(),
+            config.grid.w_contrastive[0],
+            config.grid.seeds[0],
+            asdict(config.attacks),
+            search,
+            fraction,
+        ]
+    )
+
+
+def evaluation_jobs(config: StudyConfig, stage0: Stage0, encoders: list[dict]) -> list[dict]:
+    """One evaluation per encoder x condition."""
+    shared = scoring_key(config, stage0)
     jobs = []
     for encoder, (recipe, budget) in product(encoders, conditions(config)):
         label = "clean" if recipe == "none" else f"{recipe} b{budget}"
@@ -81,6 +157,8 @@ def evaluation_jobs(config: StudyConfig, stage0: Stage0, encoders: list[dict]) -
                 "fraction": encoder["fraction"],
                 "w_contrastive": encoder["w_contrastive"],
                 "w_distill": encoder["w_distill"],
+                "lr_text": encoder.get("lr_text"),
+                "lr_motion": encoder.get("lr_motion"),
                 "seed": encoder["seed"],
                 "n_pairs": encoder["n_pairs"],
                 "recipe": recipe,

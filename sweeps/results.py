@@ -41,6 +41,10 @@ class ResultStore:
         tmp.write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
         os.replace(tmp, path)
 
+    def find(self, prefix: str) -> list[dict]:
+        """Every record whose key starts with `prefix`, in key order."""
+        return [self.get(path.stem) for path in sorted(self.folder.glob(f"{prefix}*.json"))]
+
     def update(self, key: str, **fields) -> dict:
         record = {**(self.get(key) or {}), **fields}
         self.put(key, record)

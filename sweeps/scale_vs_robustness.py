@@ -10,15 +10,16 @@ sets; stage 1 fine-tunes MoCLIP on nested subsets (a Ray Tune Tuner over Ray Tra
 TorchTrainers); stage 2 evaluates every encoder under every attack (Ray Tune trials); every
 trial becomes an MLflow child run of the sweep's parent run, and the sweep ends with the table
 fraction x recipe x budget and a plot of FID against the number of fine-tuning pairs.
-Running the same command again reuses every finished trial and creates no duplicate runs.
+In Optuna mode (--search optuna) an Optuna search with ASHA stopping picks each fraction's loss
+weight and learning rates before stage 1. Running the same command again reuses every finished
+trial and creates no duplicate runs; --resume continues interrupted fine-tunes from their
+checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,8 +33,6 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 import yaml
 
 from sweeps.config import ConfigError, StudyConfig, load_config
-
-STATUS_EVERY_S = 30.0
 
 
 def sweep_key(config: StudyConfig) -> str:
@@ -84,18 +83,24 @@ def make_progress_callback(stage: str, total: int, on_result: Callable):
     and `on_result(job, result, checkpoint)` for each finished trial (in this process)."""
     import ray.tune
 
+    from sweeps.stage0 import STATUS_EVERY_S
+
     class Progress(ray.tune.Callback):
         def __init__(self) -> None:
             self.done = self.failed = 0
             self.started = self.last = time.monotonic()
 
-        def on_step(self, iteration, trials, **info):
+        def on_step_end(self, iteration, trials, **info):
             now = time.monotonic()
             if now - self.last < STATUS_EVERY_S:
                 return
             self.last = now
             running = [t for t in trials if t.status == "RUNNING"]
-            names = ", ".join(t.config["job"]["name"] for t in running[:4])
+            names = ", ".join(
+                t.config["job"]["name"]
+                + (f" at step {t.last_result['step']}" if "step" in t.last_result else "")
+                for t in running[:4]
+            )
             print(
                 f"[{stage}] {self.done}/{total} done, {self.failed} failed, {len(running)} "
                 f"running ({names}), {now - self.started:.0f} s",
@@ -103,7 +108,8 @@ def make_progress_callback(stage: str, total: int, on_result: Callable):
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            job, result = trial.config["job"], dict(trial.last_result)
+            result = dict(trial.last_result)
+            job = {**trial.config["job"], **{k: v for k, v in trial.config.items() if k != "job"}}
             self.done += 1
             try:
                 summary = on_result(job, result, trial.checkpoint)
@@ -135,19 +141,32 @@ def run_trials(
     callback,
     max_concurrent: int = 0,
     reuse_actors: bool = True,
-    search=None,
+    search: dict | None = None,
 ):
-    """A Tuner over `jobs` (a grid), or over a search algorithm's samples."""
+    """A Tuner over `jobs` (a grid), or, with `search` (space, search_alg, scheduler, metric,
+    mode, num_samples), over a search algorithm's samples around the one job in `jobs`."""
     import ray.tune
+
+    if search is None:
+        param_space = {"job": ray.tune.grid_search(jobs)}
+        search = {}
+
+        def label(trial):
+            return trial.config["job"]["key"]
+    else:
+        search = dict(search)
+        param_space = {"job": jobs[0], **search.pop("space")}
+
+        def label(trial):
+            return f"{trial.config['job']['group']}-{trial.trial_id}"
 
     tune_config = ray.tune.TuneConfig(
         max_concurrent_trials=max_concurrent or None,
-        trial_name_creator=lambda t: t.config["job"]["key"],
-        trial_dirname_creator=lambda t: t.config["job"]["key"],
+        trial_name_creator=label,
+        trial_dirname_creator=label,
         reuse_actors=reuse_actors,
-        **(search or {}),
+        **search,
     )
-    param_space = {"job": ray.tune.grid_search(jobs)} if not search else search.pop("space")
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, resources),
         param_space=param_space,
@@ -212,15 +231,35 @@ class Sweep:
 
     # stage 1 -----------------------------------------------------------------------------
 
-    def finetune(self, stage0) -> tuple[list[dict], list[str]]:
-        """Fine-tune every grid point not finished before; the encoders to evaluate."""
+    def finetune_slots(self) -> int:
+        """How many fine-tunes fit on the cluster at once."""
         import ray
 
-        from sweeps.plan import baseline_encoder, finetune_jobs
+        per_trial = self.config.ray.num_workers * self.config.ray.cpus_per_worker
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+
+    def finetune_trainable(self, stage0, scoring: dict | None = None):
+        """The Tune trainable that runs one fine-tune (scoring its checkpoints in Optuna mode)."""
+        import ray.tune
+
         from sweeps.trials import finetune_trial
 
+        return ray.tune.with_parameters(
+            finetune_trial,
+            study=self.config.to_dict(),
+            root=stage0.root,
+            run_name=self.run_name,
+            storage=self.storage,
+            scoring=scoring,
+        )
+
+    def finetune(self, stage0, tuned: dict | None = None) -> tuple[list[dict], list[str]]:
+        """Fine-tune every grid point (or, with `tuned`, every fraction's Optuna choice for
+        every seed) not finished before; the encoders to evaluate."""
+        from sweeps.plan import baseline_encoder, finetune_jobs
+
         config = self.config
-        jobs = finetune_jobs(config, stage0)
+        jobs = finetune_jobs(config, stage0, tuned)
         todo = [job for job in jobs if self.store.get(job["key"]) is None]
         print(
             f"[stage 1] {len(jobs)} fine-tunes: {len(jobs) - len(todo)} finished earlier, "
@@ -234,19 +273,10 @@ class Sweep:
             if job not in todo:
                 self.log_finetune(self.store.get(job["key"]))
         if todo:
-            per_trial = config.ray.num_workers * config.ray.cpus_per_worker
-            slots = max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
-            trainable = ray.tune.with_parameters(
-                finetune_trial,
-                study=config.to_dict(),
-                root=stage0.root,
-                run_name=self.run_name,
-                storage=self.storage,
-            )
             progress = make_progress_callback("stage 1", len(todo), self.record_finetune)
             run_trials(
                 "stage 1",
-                trainable,
+                self.finetune_trainable(stage0),
                 todo,
                 # The trial only drives its TorchTrainer: it holds no CPU (the workers do), and a
                 # token of memory because Tune needs a non-empty resource request.
@@ -254,7 +284,7 @@ class Sweep:
                 self.storage,
                 self.run_name,
                 progress,
-                max_concurrent=slots,
+                max_concurrent=self.finetune_slots(),
                 # a reused trial process would keep its finished TorchTrainer's workers (and
                 # their CPUs) alive
                 reuse_actors=False,
@@ -304,12 +334,19 @@ class Sweep:
     def log_finetune(self, record: dict) -> None:
         import ray.train
 
+        from sweeps.plan import finetune_config
+
         if self.tracker.find_trial(record["key"]):
             return
         job, metrics = record["job"], record["metrics"]
+        effective = finetune_config(self.config, job)
         params = {k: job[k] for k in ("fraction", "n_pairs", "n_motions", "w_contrastive")}
         params.update(
-            w_distill=job["w_distill"], seed=job["seed"], steps=self.config.finetune.steps
+            w_distill=job["w_distill"],
+            seed=job["seed"],
+            steps=effective.steps,
+            lr_text=effective.lr_text,
+            lr_motion=effective.lr_motion,
         )
         params["checkpoint"] = record["checkpoint"]
         metrics = {**metrics, "drift": metrics.get("teacher_drift", float("nan"))}
@@ -324,6 +361,156 @@ class Sweep:
                 tags={"kind": "finetune", "fraction": f"{job['fraction']:g}"},
                 artifacts=[(Path(folder) / "moclip.pt", "checkpoint")],
             )
+
+    # Optuna mode ---------------------------------------------------------------------------
+
+    def search(self, stage0) -> tuple[dict[float, dict], list[str]]:
+        """Per fraction, Optuna over loss weight and learning rates with ASHA stopping weak
+        fine-tunes at their checkpoints; (the best fully trained values per fraction, the
+        fractions without one)."""
+        from sweeps.plan import search_group
+        from sweeps.search import (
+            OBJECTIVE,
+            best_record,
+            make_scheduler,
+            make_searcher,
+            search_space,
+        )
+
+        config, search = self.config, self.config.search
+        seed, budget = config.grid.seeds[0], max(config.attacks.budgets)
+        payload = stage0.payload(config)
+        tuned, missing = {}, []
+        for fraction in config.grid.fractions:
+            group = "so-" + search_group(config, stage0, fraction)
+            finished = self.store.find(group)
+            for record in finished:
+                self.log_search(record)
+            todo = search.trials - len(finished)
+            motions, pairs = stage0.subset_sizes[(fraction, seed)]
+            print(
+                f"[search] fraction {fraction:g} ({pairs} pairs): {search.trials} Optuna "
+                f"trials, {len(finished)} finished earlier, {max(0, todo)} to run; objective "
+                f"{search.objective} under {search.objective_attack} at budget {budget} "
+                f"({search.direction}), ASHA over {config.finetune.steps} steps",
+                flush=True,
+            )
+            if todo > 0:
+                job = {
+                    "key": None,
+                    "group": group,
+                    "name": f"search f{fraction:g}",
+                    "fraction": fraction,
+                    "seed": seed,
+                    "w_contrastive": config.grid.w_contrastive[0],
+                    "n_pairs": pairs,
+                    "n_motions": motions,
+                }
+                progress = make_progress_callback(
+                    "search",
+                    todo,
+                    lambda job, result, checkpoint: self.record_search(
+                        stage0, job, result, checkpoint
+                    ),
+                )
+                run_trials(
+                    "search",
+                    self.finetune_trainable(stage0, scoring=payload),
+                    [job],
+                    {"CPU": 0, "memory": 1},
+                    self.storage,
+                    f"{self.run_name}-f{fraction:g}",
+                    progress,
+                    max_concurrent=min(self.finetune_slots(), search.max_concurrent or 1 << 30),
+                    reuse_actors=False,
+                    search={
+                        "space": search_space(config),
+                        "search_alg": make_searcher(config, [r for r in finished if r["complete"]]),
+                        "scheduler": make_scheduler(config),
+                        "metric": OBJECTIVE,
+                        "mode": search.direction,
+                        "num_samples": todo,
+                    },
+                )
+                if progress.done + progress.failed < todo:
+                    self.interrupted = True
+                    return tuned, missing
+                finished = self.store.find(group)
+            best = best_record(finished, search.direction)
+            if best is None:
+                print(
+                    f"[search] fraction {fraction:g}: no trial ran all {config.finetune.steps} "
+                    "steps; it is left out of stages 1 and 2",
+                    flush=True,
+                )
+                missing.append(f"search f{fraction:g}")
+                continue
+            tuned[fraction] = best["params"]
+            stopped = sum(not r["complete"] for r in finished)
+            print(
+                f"[search] fraction {fraction:g}: best {search.objective} {best['objective']:.3f}"
+                f" of {len(finished)} trials ({stopped} stopped early by ASHA) with "
+                + ", ".join(f"{k}={v:.3g}" for k, v in best["params"].items()),
+                flush=True,
+            )
+            self.tracker.parent_metrics(
+                {
+                    "search/best_objective": best["objective"],
+                    **{f"search/best_{k}": v for k, v in best["params"].items()},
+                },
+                step=pairs,
+            )
+        return tuned, missing
+
+    def record_search(self, stage0, job: dict, result: dict, checkpoint) -> str:
+        """Keep one Optuna trial (and, when it ran every step, its fine-tune for stage 1)."""
+        from sweeps.plan import SEARCHED, finetune_job
+
+        config = self.config
+        params = {name: float(job[name]) for name in SEARCHED}
+        finetune = finetune_job(
+            config, stage0, job["fraction"], job["seed"], job["w_contrastive"], **params
+        )
+        steps = int(result.get("step", 0))
+        complete = steps == config.finetune.steps and "r_precision_top1" in result
+        record = {
+            "key": f"{job['group']}-{finetune['key']}",
+            "kind": "search",
+            "job": finetune,
+            "params": params,
+            "objective": float(result["objective"]),
+            "steps": steps,
+            "complete": complete,
+            "metrics": numeric(result),
+        }
+        self.store.put(record["key"], record)
+        if complete and self.store.get(finetune["key"]) is None:
+            self.record_finetune(finetune, result, checkpoint)
+        self.log_search(record)
+        outcome = "all steps" if complete else f"stopped by ASHA after {steps} steps"
+        values = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+        return f"{config.search.objective} {record['objective']:.3f} ({outcome}) with {values}"
+
+    def log_search(self, record: dict) -> None:
+        if self.tracker.find_trial(record["key"]):
+            return
+        job = record["job"]
+        params = {k: job[k] for k in ("fraction", "n_pairs", "seed", "w_contrastive")}
+        params.update(record["params"])
+        metrics = {k: v for k, v in record["metrics"].items() if k.startswith("objective")}
+        metrics["steps_trained"] = record["steps"]
+        self.tracker.child(
+            record["key"],
+            f"search f{job['fraction']:g} wd{job['w_distill']:.3g}",
+            params,
+            metrics,
+            step=record["steps"],
+            tags={
+                "kind": "search",
+                "fraction": f"{job['fraction']:g}",
+                "outcome": "complete" if record["complete"] else "stopped early",
+            },
+        )
 
     # stage 2 -----------------------------------------------------------------------------
 
@@ -350,17 +537,7 @@ class Sweep:
         if todo:
             import ray.tune
 
-            payload = {
-                "study": config.to_dict(),
-                "evaluator": stage0.evaluator_path.read_bytes(),
-                "generator": stage0.generator_path.read_bytes(),
-                "prompts": stage0.prompts,
-                "lengths": stage0.lengths,
-                "transfer": {
-                    f"{recipe}|{budget}": [dataclasses.asdict(r) for r in records]
-                    for (recipe, budget), records in stage0.transfer_sets.items()
-                },
-            }
+            payload = stage0.payload(config)
             resources = {"CPU": config.ray.cpus_per_eval_trial}
             if config.ray.gpus_per_eval_trial:
                 resources["GPU"] = config.ray.gpus_per_eval_trial
@@ -487,16 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue an interrupted sweep, fine-tunes from their last checkpoints",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides) + ([f"search.mode={args.search}"] if args.search else [])
     try:
         config = load_config(args.config, overrides)
     except ConfigError as err:
         parser.error(str(err))
     print("[config] resolved:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
-    if config.search.mode == "optuna":
-        # Say so rather than silently running the grid instead.
-        parser.error("search.mode=optuna (--search optuna) is not implemented yet; use grid")
     return run(config, args)
 
 
@@ -559,13 +733,13 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
             sweep.tracker.parent_metrics(
                 {f"evaluator_gt_{k}": v for k, v in stage0.evaluator_figures.items()}
             )
-        encoders, missing = sweep.finetune(stage0)
+        tuned, missing = None, []
+        if config.search.mode == "optuna":
+            tuned, missing = sweep.search(stage0)
         if not sweep.interrupted:
-            # Ray Train V2 leaves finished runs' placement groups reserved for a while; a
-            # fresh Ray instance gives the evaluation trials every CPU at once.
-            if config.ray.address is None:
-                ray.shutdown()
-                start_ray(config)
+            encoders, missing_finetunes = sweep.finetune(stage0, tuned)
+            missing += missing_finetunes
+        if not sweep.interrupted:
             evaluations, missing_evaluations = sweep.evaluate(stage0, encoders)
             missing += missing_evaluations
         if not sweep.interrupted:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
@@ -24,6 +24,7 @@ from moclip.data.synthetic import build_corpus
 from sweeps.config import DataConfig, StudyConfig
 
 R_PRECISION_BATCH = 32
+STATUS_EVERY_S = 30.0  # a progress line while the evaluator and generator train
 
 
 def digest(value) -> str:
@@ -151,6 +152,21 @@ class Stage0:
     def data_fingerprint(self) -> str:
         return digest([self.train_fingerprint, self.test_fingerprint])
 
+    def payload(self, config: StudyConfig) -> dict:
+        """What a scoring trial needs, as plain values for Ray's object store: the config, the
+        evaluator and generator files' bytes, the prompts, their lengths and transfer sets."""
+        return {
+            "study": config.to_dict(),
+            "evaluator": self.evaluator_path.read_bytes(),
+            "generator": self.generator_path.read_bytes(),
+            "prompts": self.prompts,
+            "lengths": self.lengths,
+            "transfer": {
+                f"{recipe}|{budget}": [asdict(r) for r in records]
+                for (recipe, budget), records in self.transfer_sets.items()
+            },
+        }
+
 
 def _cached_model(
     path: Path, task, config: StudyConfig, root: str, resources: dict
@@ -240,13 +256,21 @@ def run_stage0(config: StudyConfig) -> Stage0:
                 flush=True,
             )
 
-    outputs = {}
-    for name, path in (("evaluator", evaluator_path), ("generator", generator_path)):
-        value = pending[name]
-        if isinstance(value, tuple):
-            outputs[name] = value[1]
+    paths = {"evaluator": evaluator_path, "generator": generator_path}
+    outputs = {name: value[1] for name, value in pending.items() if isinstance(value, tuple)}
+    running = {name: ref for name, ref in pending.items() if name not in outputs}
+    while running:
+        ready, _ = ray.wait(list(running.values()), num_returns=1, timeout=STATUS_EVERY_S)
+        if not ready:
+            print(
+                f"[stage 0] still training the {' and '.join(running)} "
+                f"({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
             continue
-        blob, figures = ray.get(value)
+        name = next(name for name, ref in running.items() if ref == ready[0])
+        blob, figures = ray.get(running.pop(name))
+        path = paths[name]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(blob)

@@ -40,7 +40,12 @@ def test_defaults_and_overrides():
         ("attacks.recipes=[leet]", "attacks: unknown recipe 'leet'"),
         ("encoder.kind=bert", "encoder: text encoder kind must be one of"),
         ("data.kind=humanml3d", "data: a humanml3d study needs data.root"),
-        ("search.mode=random", "search: must be 'grid' or 'optuna'"),
+        ("search.mode=random", "search: mode must be 'grid' or 'optuna'"),
+        ("search.objective=loss", "search: objective must be one of fid, delta_fid"),
+        ("search.lr_text=[1e-3, 1e-5]", r"search: lr_text must be a range \[low, high\]"),
+        ("search.prompts=8", "search: prompts must be 0 .all. or at least 32"),
+        ("search.objective_attack=qwerty", "search.objective_attack: 'qwerty' is not one of"),
+        ("search.objective_attack=leet", "search: objective_attack must be one of strongest"),
         ("finetune", "expected key.path=value"),
     ],
 )

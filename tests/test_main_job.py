@@ -2,6 +2,7 @@
 SQLite store; then the same command again, which must reuse everything."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     for run in evaluations:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.metrics["fid"] > 0 and "r_precision_top3" in run.data.metrics
+        assert run.data.metrics["multimodality"] >= 0 and "fid_ci95" in run.data.metrics
         history = client.get_metric_history(run.info.run_id, "fid")
         assert history[0].step == int(run.data.params["n_pairs"])
         if run.data.params["recipe"] != "none":
@@ -62,3 +64,88 @@ def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):
     result = run_job(f"workdir={tmp_path}", "grid.fractons=[0.5]")
     assert result.returncode == 2
     assert "unknown key grid.fractons" in result.stderr.strip().splitlines()[-1]
+
+
+def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
+    args = (
+        "--config",
+        str(SMOKE),
+        f"workdir={tmp_path}",
+        "--search",
+        "optuna",
+        "search.trials=2",
+        "search.w_distill=[0.0, 2.0]",
+        "finetune.steps=4",
+        "ray.checkpoint_every=2",
+    )
+    first = run_job(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[search] fraction 0.5 (288 pairs): 2 Optuna trials, 0 finished earlier" in first.stdout
+    assert "[search] fraction 1 (576 pairs): 2 Optuna trials" in first.stdout
+    # the best search trial of each fraction is the seed-0 fine-tune of stage 1: not rerun
+    assert "[stage 1] 2 fine-tunes: 2 finished earlier, 0 to run" in first.stdout
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    searches = [r for r in runs if r.data.tags.get("kind") == "search"]
+    finetunes = [r for r in runs if r.data.tags.get("kind") == "finetune"]
+    assert len(searches) == 4
+    for fraction in ("0.5", "1"):
+        trials = [r for r in searches if r.data.tags["fraction"] == fraction]
+        assert len(trials) == 2
+        for run in trials:
+            assert 0.0 <= float(run.data.params["w_distill"]) <= 2.0
+            assert 1e-6 <= float(run.data.params["lr_text"]) <= 1e-4
+            assert run.data.metrics["steps_trained"] in (2.0, 4.0)
+            assert run.data.metrics["objective"] > 0
+        complete = [r for r in trials if r.data.tags["outcome"] == "complete"]
+        best = min(complete, key=lambda r: r.data.metrics["objective"])
+        tuned = [r for r in finetunes if r.data.tags["fraction"] == fraction]
+        assert [r.data.params["w_distill"] for r in tuned] == [best.data.params["w_distill"]]
+    parent = next(r for r in runs if r.data.tags.get("kind") == "sweep")
+    assert "search/best_objective" in parent.data.metrics
+    evaluations = [r for r in runs if r.data.tags.get("kind") == "evaluation"]
+    assert len(evaluations) == 6  # (original + 2 tuned encoders) x (clean, char-swap b1)
+
+    second = run_job(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("2 Optuna trials, 2 finished earlier, 0 to run") == 2
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == len(runs)
+
+
+def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = ("--config", str(SMOKE), f"workdir={tmp_path}", "grid.seeds=[0,1]")
+    cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("[stage 1] 1/4 "):
+            process.send_signal(signal.SIGINT)
+            break
+    output = "".join(lines) + process.communicate(timeout=300)[0]
+    assert process.returncode == 130, output[-3000:]
+    assert "Run the same command with --resume" in output
+    records = sorted((tmp_path / "results").glob("ft-*.json"))
+    assert 1 <= len(records) < 4
+    before = {path.name: path.stat().st_mtime_ns for path in records}
+
+    resumed = run_job(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "[sweep] resuming" in resumed.stdout
+    assert f"4 fine-tunes: {len(records)} finished earlier, {4 - len(records)} to run" in (
+        resumed.stdout
+    )
+    # finished trials were read, not rewritten
+    assert all((tmp_path / "results" / name).stat().st_mtime_ns == t for name, t in before.items())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    keys = [r.data.tags.get("trial_key") for r in runs if "trial_key" in r.data.tags]
+    assert len(keys) == len(set(keys)) == 1 + 4 + 5 * 2  # baseline, fine-tunes, evaluations
+    assert len([r for r in runs if r.data.tags.get("kind") == "sweep"]) == 1

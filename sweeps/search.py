@@ -1,0 +1,71 @@
+"""Optuna mode's pieces for Ray Tune: the search space over loss weight and learning rates, the
+Optuna searcher (seeded, told about trials finished by an earlier run) and the ASHA scheduler
+that stops weak fine-tunes at their checkpoints."""
+
+from __future__ import annotations
+
+from sweeps.config import StudyConfig
+from sweeps.plan import SEARCHED
+
+OBJECTIVE = "objective"  # the metric name the fine-tuning workers report in Optuna mode
+PROGRESS = "step"  # ASHA's clock: fine-tuning steps done
+
+
+def search_space(config: StudyConfig) -> dict:
+    """Tune domains for the sampled values; a range whose ends are equal is a constant."""
+    import ray.tune
+
+    search = config.search
+    space = {}
+    for name in SEARCHED:
+        low, high = getattr(search, name)
+        if low == high:
+            space[name] = low
+        elif name == "w_distill":
+            space[name] = ray.tune.uniform(low, high)
+        else:
+            space[name] = ray.tune.loguniform(low, high)
+    return space
+
+
+def sampled_names(config: StudyConfig) -> list[str]:
+    """The values Optuna actually chooses (not the constant ones)."""
+    return [name for name in SEARCHED if len(set(getattr(config.search, name))) == 2]
+
+
+def make_searcher(config: StudyConfig, finished: list[dict]):
+    """OptunaSearch (TPE, seeded by search.seed), told the (params, objective) of `finished`
+    trials so that a repeated or resumed search does not run them again."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    names = sampled_names(config)
+    points = [{name: record["params"][name] for name in names} for record in finished]
+    return OptunaSearch(
+        metric=OBJECTIVE,
+        mode=config.search.direction,
+        seed=config.search.seed,
+        points_to_evaluate=points or None,
+        evaluated_rewards=[record["objective"] for record in finished] or None,
+    )
+
+
+def make_scheduler(config: StudyConfig):
+    """ASHA over fine-tuning steps: rungs at grace, grace*rf, ... up to finetune.steps."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace = config.search.grace_steps or config.ray.checkpoint_every or config.finetune.steps
+    return ASHAScheduler(
+        time_attr=PROGRESS,
+        max_t=config.finetune.steps,
+        grace_period=min(grace, config.finetune.steps),
+        reduction_factor=config.search.reduction_factor,
+    )
+
+
+def best_record(records: list[dict], direction: str) -> dict | None:
+    """The fully trained trial with the best objective (ties: the earliest)."""
+    complete = [r for r in records if r["complete"]]
+    if not complete:
+        return None
+    sign = 1.0 if direction == "min" else -1.0
+    return min(complete, key=lambda r: sign * r["objective"])
