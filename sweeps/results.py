@@ -125,7 +125,7 @@ def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) 
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
-    show_w = len({r["w_distill"] for r in rows}) > 1
+    show_w = len({r["w_distill"] for r in rows if r["w_distill"] is not None}) > 1
     header = ["fraction", "pairs"] + (["w_distill"] if show_w else [])
     header += ["condition", "seeds", "FID", "ΔFID", "R-prec top-3"]
     lines = []

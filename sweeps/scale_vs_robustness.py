@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -228,6 +229,21 @@ class Sweep:
         )
         self.tracking_uri = uri
         self.interrupted = False  # a stage's Tuner stopped (SIGINT) before all trials ended
+        self.log_stage0 = False  # stage 0's files still to be logged to a new parent run
+
+    def ready_models(self, stage0) -> None:
+        """Wait for stage 0's evaluator and generator; log stage 0 to a new parent run once."""
+        stage0.wait_for_models()
+        if not self.log_stage0:
+            return
+        self.log_stage0 = False
+        self.tracker.parent_artifact(stage0.evaluator_path, "stage0")
+        self.tracker.parent_artifact(stage0.generator_path, "stage0")
+        for path in stage0.transfer_paths.values():
+            self.tracker.parent_artifact(path, "stage0/perturbed_prompts")
+        self.tracker.parent_metrics(
+            {f"evaluator_gt_{k}": v for k, v in stage0.figures["evaluator"].items()}
+        )
 
     # stage 1 -----------------------------------------------------------------------------
 
@@ -379,6 +395,7 @@ class Sweep:
 
         config, search = self.config, self.config.search
         seed, budget = config.grid.seeds[0], max(config.attacks.budgets)
+        self.ready_models(stage0)
         payload = stage0.payload(config)
         tuned, missing = {}, []
         for fraction in config.grid.fractions:
@@ -453,6 +470,8 @@ class Sweep:
                 + ", ".join(f"{k}={v:.3g}" for k, v in best["params"].items()),
                 flush=True,
             )
+            if todo <= 0:  # logged by the run that finished this search
+                continue
             self.tracker.parent_metrics(
                 {
                     "search/best_objective": best["objective"],
@@ -520,6 +539,7 @@ class Sweep:
         from sweeps.trials import evaluation_trial
 
         config = self.config
+        self.ready_models(stage0)
         jobs = evaluation_jobs(config, stage0, encoders)
         drift = {e["key"]: e["drift"] for e in encoders}
         for job in jobs:
@@ -674,8 +694,15 @@ def main(argv: list[str] | None = None) -> int:
     return run(config, args)
 
 
+# Fine-tunes may start while stage 0's trainings hold the CPUs; Ray Train's default (60 s)
+# would fail their worker groups while they wait.
+WORKER_GROUP_START_TIMEOUT_S = "1800"
+
+
 def start_ray(config: StudyConfig) -> None:
     import ray
+
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_GROUP_START_TIMEOUT_S)
 
     ray.init(
         address=config.ray.address,
@@ -712,7 +739,11 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
         except DatasetError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"[stage 0] done in {stage0.seconds:.0f} s", flush=True)
+        print(
+            f"[stage 0] data and prompt sets ready in {time.monotonic() - stage0.started:.0f} s"
+            + (f"; the {' and '.join(stage0.running)} train on" if stage0.running else ""),
+            flush=True,
+        )
         existed = sweep.tracker.open_parent(
             sweep.key,
             f"sweep {config.name} {sweep.key}",
@@ -725,14 +756,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
                 **{f"version.{k}": v for k, v in package_versions().items()},
             },
         )
-        if not existed:
-            sweep.tracker.parent_artifact(stage0.evaluator_path, "stage0")
-            sweep.tracker.parent_artifact(stage0.generator_path, "stage0")
-            for path in stage0.transfer_paths.values():
-                sweep.tracker.parent_artifact(path, "stage0/perturbed_prompts")
-            sweep.tracker.parent_metrics(
-                {f"evaluator_gt_{k}": v for k, v in stage0.evaluator_figures.items()}
-            )
+        sweep.log_stage0 = not existed
         tuned, missing = None, []
         if config.search.mode == "optuna":
             tuned, missing = sweep.search(stage0)

@@ -132,7 +132,9 @@ def train_generator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
 
 @dataclass
 class Stage0:
-    """What stage 0 hands the later stages."""
+    """What stage 0 hands the later stages. The evaluator and generator may still be training
+    (Ray tasks) when it is returned, so that fine-tuning can use the cores they leave free:
+    `wait_for_models()` before scoring anything."""
 
     root: str  # the data folder
     train_fingerprint: str
@@ -140,17 +142,41 @@ class Stage0:
     subset_sizes: dict[tuple[float, int], tuple[int, int]]  # (fraction, seed) -> motions, pairs
     evaluator_path: Path
     generator_path: Path
-    evaluator_figures: dict
-    generator_summary: dict
     prompts: list[str]
     lengths: list[int]
     transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
     transfer_paths: dict[tuple[str, int], Path] = field(default_factory=dict)
-    seconds: float = 0.0
+    figures: dict[str, dict] = field(default_factory=dict)  # per model, once it is ready
+    running: dict[str, ray.ObjectRef] = field(default_factory=dict)  # per model still training
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def data_fingerprint(self) -> str:
         return digest([self.train_fingerprint, self.test_fingerprint])
+
+    def wait_for_models(self) -> None:
+        """Block until the evaluator and generator are trained and saved (a progress line every
+        STATUS_EVERY_S); a no-op when both came from the cache."""
+        paths = {"evaluator": self.evaluator_path, "generator": self.generator_path}
+        while self.running:
+            ready, _ = ray.wait(list(self.running.values()), num_returns=1, timeout=STATUS_EVERY_S)
+            if not ready:
+                print(
+                    f"[stage 0] still training the {' and '.join(self.running)} "
+                    f"({time.monotonic() - self.started:.0f} s)",
+                    flush=True,
+                )
+                continue
+            name = next(name for name, ref in self.running.items() if ref == ready[0])
+            blob, figures = ray.get(self.running.pop(name))
+            path = paths[name]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(blob)
+            tmp.replace(path)  # atomic: a cached model file is always complete
+            path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+            self.figures[name] = figures
+            print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
 
     def payload(self, config: StudyConfig) -> dict:
         """What a scoring trial needs, as plain values for Ray's object store: the config, the
@@ -179,7 +205,8 @@ def _cached_model(
 
 
 def run_stage0(config: StudyConfig) -> Stage0:
-    """Build or reuse everything the fine-tuning and evaluation stages need."""
+    """Build or reuse everything the fine-tuning and evaluation stages need; the evaluator and
+    generator trainings it starts go on in the background (see Stage0.wait_for_models)."""
     from moclip.data.subsets import nested_subset
 
     started = time.monotonic()
@@ -256,28 +283,6 @@ def run_stage0(config: StudyConfig) -> Stage0:
                 flush=True,
             )
 
-    paths = {"evaluator": evaluator_path, "generator": generator_path}
-    outputs = {name: value[1] for name, value in pending.items() if isinstance(value, tuple)}
-    running = {name: ref for name, ref in pending.items() if name not in outputs}
-    while running:
-        ready, _ = ray.wait(list(running.values()), num_returns=1, timeout=STATUS_EVERY_S)
-        if not ready:
-            print(
-                f"[stage 0] still training the {' and '.join(running)} "
-                f"({time.monotonic() - started:.0f} s)",
-                flush=True,
-            )
-            continue
-        name = next(name for name, ref in running.items() if ref == ready[0])
-        blob, figures = ray.get(running.pop(name))
-        path = paths[name]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
-        outputs[name] = figures
-        print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
     return Stage0(
         root=root,
         train_fingerprint=train.fingerprint(),
@@ -285,11 +290,11 @@ def run_stage0(config: StudyConfig) -> Stage0:
         subset_sizes=sizes,
         evaluator_path=evaluator_path,
         generator_path=generator_path,
-        evaluator_figures=outputs["evaluator"],
-        generator_summary=outputs["generator"],
         prompts=prompts,
         lengths=lengths,
         transfer_sets=transfer_sets,
         transfer_paths=transfer_paths,
-        seconds=time.monotonic() - started,
+        figures={name: value[1] for name, value in pending.items() if isinstance(value, tuple)},
+        running={name: ref for name, ref in pending.items() if not isinstance(ref, tuple)},
+        started=started,
     )

@@ -93,7 +93,15 @@ class Scorer:
             )
         return self.transfer[f"{recipe}|{budget}"][:count]
 
-    def score(self, embedder, recipe: str, budget: int, count: int = 0, repeats: int = 0):
+    def score(
+        self,
+        embedder,
+        recipe: str,
+        budget: int,
+        count: int = 0,
+        repeats: int = 0,
+        multimodality: bool = True,
+    ):
         """(every metric of `evaluate`, the perturbed records or None) on the first `count`
         prompts (0: all), over `repeats` generation repeats (0: the configured number)."""
         from moclip.attacks.perturb import set_statistics
@@ -112,7 +120,7 @@ class Scorer:
             self.evaluator,
             repeats=repeats or evaluation.repeats,
             seed=evaluation.seed,
-            mm_prompts=evaluation.mm_prompts,
+            mm_prompts=evaluation.mm_prompts if multimodality else 0,
         )
         if records:
             metrics.update({f"attack_{k}": v for k, v in set_statistics(records, embedder).items()})
@@ -130,13 +138,12 @@ class Scorer:
             recipes = [search.objective_attack]
         metric = "r_precision_top3" if search.objective == "r_precision_top3" else "fid"
         clean_fid = None
+        cheap = {"count": search.prompts, "repeats": 1, "multimodality": False}
         if search.objective == "delta_fid":
-            clean_fid = self.score(embedder, "none", 0, search.prompts, repeats=1)[0]["fid"]
+            clean_fid = self.score(embedder, "none", 0, **cheap)[0]["fid"]
         values = {}
         for recipe in recipes:
-            metrics, _ = self.score(
-                embedder, recipe, 0 if recipe == "none" else budget, search.prompts, repeats=1
-            )
+            metrics, _ = self.score(embedder, recipe, 0 if recipe == "none" else budget, **cheap)
             values[recipe] = metrics[metric] - (clean_fid if clean_fid is not None else 0.0)
         worst = max if search.direction == "min" else min
         return worst(values.values()), values

@@ -41,12 +41,16 @@ class DiffusionConfig:
     max_frames: int = 200
     sample_steps: int = 50  # DDIM steps at generation
     guidance: float = 2.5  # classifier-free guidance scale at generation
+    # motions sampled together, grouped by length so little compute goes to padding
+    sample_batch: int = 8
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be a multiple of heads {self.heads}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.sample_batch < 1:
+            raise ValueError(f"sample_batch must be >= 1, got {self.sample_batch}")
         if not 1 <= self.sample_steps <= self.diffusion_steps:
             raise ValueError(
                 f"sample_steps must be in [1, {self.diffusion_steps}], got {self.sample_steps}"
@@ -196,7 +200,9 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
     ) -> list[np.ndarray]:
         """DDIM (eta = 0): x_{t'} = sqrt(abar_t') x0 + sqrt(1 - abar_t') eps_hat, where
         eps_hat = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t). The only randomness is the
-        starting noise, drawn per motion from its own seed. Returns unnormalised features."""
+        starting noise, drawn per motion from its own seed. Motions are sampled in batches of
+        `sample_batch` of similar length (a motion does not depend on its batch). Returns
+        unnormalised features, in the order given."""
         self.eval()
         steps = steps or self.config.sample_steps
         guidance = self.config.guidance if guidance is None else guidance
@@ -210,6 +216,29 @@ class DiffusionGenerator(nn.Module, MotionGenerator):
                 f"lengths must be in 1..{self.config.max_frames}, got "
                 f"{min(lengths)}..{max(lengths)}"
             )
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        motions: list[np.ndarray] = [np.empty(0)] * len(lengths)
+        size = self.config.sample_batch
+        for rows in (order[i : i + size] for i in range(0, len(order), size)):
+            batch = self._sample_batch(
+                text[rows],
+                [lengths[i] for i in rows],
+                [noise_seeds[i] for i in rows],
+                steps,
+                guidance,
+            )
+            for i, motion in zip(rows, batch):
+                motions[i] = motion
+        return motions
+
+    def _sample_batch(
+        self,
+        text: torch.Tensor,
+        lengths: Sequence[int],
+        noise_seeds: Sequence[int],
+        steps: int,
+        guidance: float,
+    ) -> list[np.ndarray]:
         device = self.mean.device
         noise = [
             torch.randn(
