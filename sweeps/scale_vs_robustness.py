@@ -79,9 +79,11 @@ class SweepState:
         tmp.replace(self.path)
 
 
-def make_progress_callback(stage: str, total: int, on_result: Callable):
+def make_progress_callback(stage: str, total: int, on_result: Callable, stops_trials: bool = False):
     """A Ray Tune callback: one line per finished or failed trial, a status line every 30 s,
-    and `on_result(job, result, checkpoint)` for each finished trial (in this process)."""
+    and `on_result(job, result, checkpoint)` for each finished trial (in this process). With
+    `stops_trials` (a scheduler stops trials early) it also frees the placement groups that
+    stopped fine-tunes leave behind."""
     import ray.tune
 
     from sweeps.stage0 import STATUS_EVERY_S
@@ -89,10 +91,15 @@ def make_progress_callback(stage: str, total: int, on_result: Callable):
     class Progress(ray.tune.Callback):
         def __init__(self) -> None:
             self.done = self.failed = 0
-            self.started = self.last = time.monotonic()
+            self.started = self.last = self.last_cleanup = time.monotonic()
 
         def on_step_end(self, iteration, trials, **info):
             now = time.monotonic()
+            if stops_trials and now - self.last_cleanup >= CLEANUP_EVERY_S:
+                self.last_cleanup = now
+                freed = remove_orphaned_placement_groups()
+                if freed:
+                    print(f"[{stage}] freed {freed} stopped fine-tune(s)' CPUs", flush=True)
             if now - self.last < STATUS_EVERY_S:
                 return
             self.last = now
@@ -429,6 +436,7 @@ class Sweep:
                     lambda job, result, checkpoint: self.record_search(
                         stage0, job, result, checkpoint
                     ),
+                    stops_trials=True,
                 )
                 run_trials(
                     "search",
@@ -449,6 +457,8 @@ class Sweep:
                         "num_samples": todo,
                     },
                 )
+                # the last trials ASHA stopped may have died after the final cleanup tick
+                remove_orphaned_placement_groups()
                 if progress.done + progress.failed < todo:
                     self.interrupted = True
                     return tuned, missing
@@ -694,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(config, args)
 
 
+CLEANUP_EVERY_S = 5.0  # how often a search looks for placement groups of stopped fine-tunes
 # Fine-tunes may start while stage 0's trainings hold the CPUs; Ray Train's default (60 s)
 # would fail their worker groups while they wait.
 WORKER_GROUP_START_TIMEOUT_S = "1800"
@@ -703,7 +714,6 @@ def start_ray(config: StudyConfig) -> None:
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_GROUP_START_TIMEOUT_S)
-
     ray.init(
         address=config.ray.address,
         include_dashboard=False,
@@ -711,6 +721,36 @@ def start_ray(config: StudyConfig) -> None:
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def remove_orphaned_placement_groups() -> int:
+    """Remove placement groups whose creating actor is dead; how many.
+
+    When ASHA stops a fine-tune, Tune kills its trial and with it the Ray Train controller,
+    whose workers' placement group would then hold its CPUs until the driver exits: Ray
+    Train's own cleaner needs the dashboard's state API, absent from a local Ray without the
+    dashboard packages. The public placement-group table does not name the creator, so this
+    reads GCS's records directly (a private Ray API)."""
+    import ray
+    from ray._private.state import state
+    from ray._raylet import ActorID, PlacementGroupID
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    removed = 0
+    for blob in state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(blob)
+        orphan = (
+            info.creator_actor_dead
+            and not ActorID(info.creator_actor_id).is_nil()  # a driver's own groups stay
+            and not info.is_detached
+            and info.state == gcs_pb2.PlacementGroupTableData.CREATED
+        )
+        if orphan:
+            group_id = PlacementGroupID(info.placement_group_id)
+            ray.util.remove_placement_group(PlacementGroup(group_id))
+            removed += 1
+    return removed
 
 
 def run(config: StudyConfig, args: argparse.Namespace) -> int:

@@ -50,13 +50,15 @@ def make_searcher(config: StudyConfig, finished: list[dict]):
 
 
 def make_scheduler(config: StudyConfig):
-    """ASHA over fine-tuning steps: rungs at grace, grace*rf, ... up to finetune.steps."""
+    """ASHA over fine-tuning steps: rungs at grace, grace*rf, ... below finetune.steps."""
     from ray.tune.schedulers import ASHAScheduler
 
     grace = config.search.grace_steps or config.ray.checkpoint_every or config.finetune.steps
     return ASHAScheduler(
         time_attr=PROGRESS,
-        max_t=config.finetune.steps,
+        # one past the last step: ASHA stops a trial that reaches max_t, which would kill a
+        # finished fine-tune before Ray Train releases its workers; past it, it ends by itself
+        max_t=config.finetune.steps + 1,
         grace_period=min(grace, config.finetune.steps),
         reduction_factor=config.search.reduction_factor,
     )
