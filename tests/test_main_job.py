@@ -20,6 +20,17 @@ def run_job(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
+    """(client, every run of the smoke experiment, runs by their 'kind' tag)."""
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    kinds: dict[str, list] = {}
+    for run in runs:
+        kinds.setdefault(run.data.tags.get("kind", ""), []).append(run)
+    return client, runs, kinds
+
+
 def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     args = ("--config", str(SMOKE), f"workdir={tmp_path}")
     first = run_job(*args)
@@ -28,12 +39,8 @@ def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     assert "[stage 2] 6 evaluations" in first.stdout
     assert "0 (original)" in first.stdout and "char-swap b1" in first.stdout
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
-    finetunes = [r for r in runs if r.data.tags.get("kind") == "finetune"]
-    evaluations = [r for r in runs if r.data.tags.get("kind") == "evaluation"]
+    client, runs, kinds = smoke_runs(tmp_path)
+    parents, finetunes, evaluations = kinds["sweep"], kinds["finetune"], kinds["evaluation"]
     assert (len(parents), len(finetunes), len(evaluations)) == (1, 3, 6)
     parent = parents[0]
     assert parent.data.tags["code_version"] != "" and "data_fingerprint" in parent.data.tags
@@ -56,8 +63,7 @@ def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 finished earlier, 0 to run" in second.stdout
     assert "6 finished earlier, 0 to run" in second.stdout
-    again = client.search_runs([experiment.experiment_id], max_results=100)
-    assert len(again) == len(runs)
+    assert len(smoke_runs(tmp_path)[1]) == len(runs)
 
 
 def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):
@@ -85,12 +91,8 @@ def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
     # the best search trial of each fraction is the seed-0 fine-tune of stage 1: not rerun
     assert "[stage 1] 2 fine-tunes: 2 finished earlier, 0 to run" in first.stdout
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    searches = [r for r in runs if r.data.tags.get("kind") == "search"]
-    finetunes = [r for r in runs if r.data.tags.get("kind") == "finetune"]
-    evaluations = [r for r in runs if r.data.tags.get("kind") == "evaluation"]
+    client, runs, kinds = smoke_runs(tmp_path)
+    searches, finetunes, evaluations = kinds["search"], kinds["finetune"], kinds["evaluation"]
     assert len(searches) == 4
     assert len(evaluations) == 6  # (original + 2 tuned encoders) x (clean, char-swap b1)
     for fraction in ("0.5", "1"):
@@ -109,13 +111,13 @@ def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
         evaluated = [r for r in evaluations if r.data.tags["fraction"] == fraction]
         assert len(evaluated) == 2  # clean, char-swap b1
         assert {r.data.params["w_distill"] for r in evaluated} == {best.data.params["w_distill"]}
-    parent = next(r for r in runs if r.data.tags.get("kind") == "sweep")
+    parent = kinds["sweep"][0]
     assert "search/best_objective" in parent.data.metrics
 
     second = run_job(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("2 Optuna trials, 2 finished earlier, 0 to run") == 2
-    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == len(runs)
+    assert len(smoke_runs(tmp_path)[1]) == len(runs)
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
@@ -147,9 +149,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     )
     # finished trials were read, not rewritten
     assert all((tmp_path / "results" / name).stat().st_mtime_ns == t for name, t in before.items())
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    _, runs, kinds = smoke_runs(tmp_path)
     keys = [r.data.tags.get("trial_key") for r in runs if "trial_key" in r.data.tags]
     assert len(keys) == len(set(keys)) == 1 + 4 + 5 * 2  # baseline, fine-tunes, evaluations
-    assert len([r for r in runs if r.data.tags.get("kind") == "sweep"]) == 1
+    assert len(kinds["sweep"]) == 1
