@@ -37,24 +37,29 @@ def _requirements_digest() -> str:
     return digest.hexdigest()
 
 
-WORDNET_PACKAGES = ["wordnet-base", "wordnet-sense-index"]
-WORDNET_MARKER = Path("/usr/share/wordnet/index.sense")
+# Debian packages the project uses, each with a file that shows it is installed: WordNet 3.0
+# for TextAttack's synonym swaps (no download at run time; moclip.attacks.resources copies it
+# into nltk's layout), and Chromium with its driver for the MLflow UI test and screenshots.
+APT_PACKAGES = {
+    "WordNet 3.0": (["wordnet-base", "wordnet-sense-index"], Path("/usr/share/wordnet/index.sense")),
+    "Chromium": (["chromium", "chromium-driver"], Path("/usr/bin/chromedriver")),
+}
 
 
-def ensure_wordnet() -> None:
-    """WordNet 3.0 for TextAttack's synonym swaps comes from Debian's packages (no download at
-    run time); moclip.attacks.resources copies it into nltk's layout."""
-    if WORDNET_MARKER.exists() or not shutil.which("apt-get"):
-        if not WORDNET_MARKER.exists():
-            print(
-                f"[dev] warning: no apt-get; install WordNet 3.0 ({' '.join(WORDNET_PACKAGES)})"
-                f" by hand for the wordnet-synonym recipe",
-                flush=True,
-            )
+def ensure_apt_packages() -> None:
+    missing = [
+        (what, packages) for what, (packages, marker) in APT_PACKAGES.items() if not marker.exists()
+    ]
+    if not missing:
         return
+    if not shutil.which("apt-get"):
+        for what, packages in missing:
+            print(f"[dev] warning: no apt-get; install {what} ({' '.join(packages)}) by hand")
+        return
+    packages = [name for _, names in missing for name in names]
     sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo"]
-    install = [*sudo, "apt-get", "install", "-y", "-q", *WORDNET_PACKAGES]
-    print(f"[dev] installing {' '.join(WORDNET_PACKAGES)} with apt-get", flush=True)
+    install = [*sudo, "apt-get", "install", "-y", "-q", *packages]
+    print(f"[dev] installing {' '.join(packages)} with apt-get", flush=True)
     quiet = {"stdout": subprocess.DEVNULL}
     if subprocess.run(install, **quiet).returncode != 0:
         subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, **quiet)
@@ -100,7 +105,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     python = ensure_env()
-    ensure_wordnet()
+    ensure_apt_packages()
     if argv[0] == "setup":
         return 0
     if argv[0] == "run":

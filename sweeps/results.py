@@ -155,38 +155,3 @@ def format_table(rows: list[dict]) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
     return "\n".join(out)
-
-
-def plot_curves(rows: list[dict], path: Path) -> Path:
-    """FID and ΔFID against fine-tuning pairs, one line per condition, 95 % bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    by_condition: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_condition[row["condition"]].append(row)
-    for condition, items in sorted(by_condition.items()):
-        items = sorted(items, key=lambda r: r["n_pairs"])
-        # the baseline (0 pairs) is drawn at x = 1 so the log axis can show it
-        x = np.array([max(r["n_pairs"], 1) for r in items])
-        for ax, name in zip(axes, ("fid", "delta_fid")):
-            if name == "delta_fid" and condition == "clean":
-                continue
-            y = np.array([r.get(name, np.nan) for r in items])
-            ci = np.array([r.get(f"{name}_ci95", 0.0) for r in items])
-            ax.plot(x, y, marker="o", label=condition)
-            ax.fill_between(x, y - ci, y + ci, alpha=0.15)
-    for ax, title in zip(axes, ("FID (lower is better)", "ΔFID = FID(attacked) − FID(clean)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("fine-tuning pairs (the original encoder drawn at 1)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -57,7 +57,9 @@ def checkpoint_uri(storage: str, path: str) -> str:
 
 
 def storage_location(config: StudyConfig, workdir: Path) -> str:
-    path = config.ray.storage_path
+    """Where Ray keeps trials and checkpoints: ray.storage_path, else $MOCLIP_RAY_STORAGE (what
+    cluster/tracking_stack.py prints), else <workdir>/ray."""
+    path = config.ray.storage_path or os.environ.get("MOCLIP_RAY_STORAGE")
     if path and "://" in path:
         return path
     return str((Path(path) if path else workdir / "ray").resolve())
@@ -612,6 +614,8 @@ class Sweep:
         )
 
     def log_evaluation(self, record: dict) -> None:
+        from sweeps.results import condition_label
+
         if self.tracker.find_trial(record["key"]):
             return
         job = record["job"]
@@ -634,6 +638,7 @@ class Sweep:
             step=job["n_pairs"],
             tags={
                 "kind": "evaluation",
+                "condition": condition_label(job["recipe"], job["budget"]),
                 "recipe": job["recipe"],
                 "budget": str(job["budget"]),
                 "fraction": f"{job['fraction']:g}",
@@ -644,8 +649,10 @@ class Sweep:
     # the end ------------------------------------------------------------------------------
 
     def report(self, evaluations: list[dict]) -> str:
-        """ΔFID into each evaluation run, curves into the parent run, the table and plot."""
-        from sweeps.results import format_table, plot_curves, robustness_gaps, summary_rows
+        """ΔFID into each evaluation run, curves into the parent run, the table, and the
+        dashboard report (figures, fits, summary) into the sweep's folder and parent run."""
+        from dashboards.report import report_experiment
+        from sweeps.results import format_table, robustness_gaps, summary_rows
 
         gaps = robustness_gaps(evaluations)
         for record in evaluations:
@@ -663,8 +670,22 @@ class Sweep:
         folder = self.state.folder
         (folder / "table.txt").write_text(table + "\n")
         (folder / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
-        plot = plot_curves(rows, folder / "fid_vs_pairs.png")
-        if not self.state.values.get("reported"):
+        reported = self.state.values.get("reported")
+        try:
+            report_experiment(
+                self.tracking_uri,
+                self.config.tracking.experiment,
+                folder / "report",
+                parent_run_id=None if reported else self.tracker.parent_id,
+                trial_keys={r["key"] for r in evaluations},
+            )
+        except Exception as err:  # noqa: BLE001 - every result is stored; the report can wait
+            print(
+                f"[sweep] the report failed ({type(err).__name__}: {err}); every result is kept:"
+                f" python dashboards/report.py --experiment {self.config.tracking.experiment}",
+                flush=True,
+            )
+        if not reported:
             for row in rows:
                 name = row["condition"].replace(" ", "_")
                 metrics = {
@@ -674,7 +695,7 @@ class Sweep:
                 if "delta_fid" in row and row["recipe"] != "none":
                     metrics[f"delta_fid/{name}"] = row["delta_fid"]
                 self.tracker.parent_metrics(metrics, step=int(row["n_pairs"]))
-            for path in (folder / "table.txt", folder / "rows.json", plot):
+            for path in (folder / "table.txt", folder / "rows.json"):
                 self.tracker.parent_artifact(path, "results")
             self.state.save(reported=True)
         return table
@@ -753,6 +774,13 @@ def remove_orphaned_placement_groups() -> int:
     return removed
 
 
+def ui_hint(tracking_uri: str) -> str:
+    """How to open the MLflow UI on the sweep's runs."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
 def run(config: StudyConfig, args: argparse.Namespace) -> int:
     import ray
 
@@ -761,6 +789,9 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     from sweeps.tracking import code_version, flatten, package_versions
 
     started = time.monotonic()
+    # MLflow prints two links per run it ends when tracking to a server: a hundred lines for a
+    # sweep; the sweep prints where to look at its end instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         data_root(config)  # before Ray starts: the corpus builder forks worker processes
     except DatasetError as err:
@@ -819,8 +850,8 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
         return 130
     print(f"\n[result] FID, ΔFID and R-precision top-3 (mean ± 95 % interval over seeds):\n{table}")
     print(
-        f"\n[result] curves: {sweep.state.folder / 'fid_vs_pairs.png'}; MLflow: "
-        f"mlflow ui --backend-store-uri {sweep.tracking_uri} (experiment "
+        f"\n[result] report: {sweep.state.folder / 'report' / 'summary.html'}; MLflow: "
+        f"{ui_hint(sweep.tracking_uri)} (experiment "
         f"{config.tracking.experiment!r}, parent run 'sweep {config.name} {sweep.key}', "
         f"metrics fid/* against step = fine-tuning pairs)"
     )

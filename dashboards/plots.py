@@ -1,0 +1,169 @@
+"""Figures of a study: metrics against the number of fine-tuning pairs, ΔFID heat maps over
+fraction x w_distill, and the power-law fits. Each takes the summary rows of
+`sweeps.results.summary_rows` (means over seeds with 95 % intervals) and writes one PNG."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dashboards.power_law import PowerLawFit
+
+LINESTYLES = ("-", "--", ":", "-.")
+ORIGINAL_OFFSET = 4.0  # the original encoder (0 pairs) is drawn this factor left of the smallest set
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _styles(rows: list[dict]) -> dict[str, dict]:
+    """A colour per recipe and a line style per budget, the same in every figure."""
+    recipes = sorted({r["recipe"] for r in rows} - {"none"})
+    budgets = sorted({r["budget"] for r in rows if r["recipe"] != "none"})
+    styles = {"clean": {"color": "black", "linestyle": "-", "linewidth": 2.0}}
+    for row in rows:
+        if row["recipe"] != "none":
+            styles[row["condition"]] = {
+                "color": f"C{recipes.index(row['recipe']) % 10}",
+                "linestyle": LINESTYLES[budgets.index(row["budget"]) % len(LINESTYLES)],
+            }
+    return styles
+
+
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _w_distill_values(rows: list[dict]) -> list[float | None]:
+    values = sorted({r["w_distill"] for r in rows if r["fraction"] > 0})
+    return values or [None]
+
+
+def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
+    """`metric` against fine-tuning pairs (log x), one line per attack condition with its 95 %
+    band, one panel per w_distill; the original encoder is the leftmost point."""
+    plt = _pyplot()
+    styles = _styles(rows)
+    weights = _w_distill_values(rows)
+    fig, axes = plt.subplots(
+        1, len(weights), figsize=(5.5 * len(weights), 4.2), sharey=True, squeeze=False
+    )
+    tuned_pairs = [r["n_pairs"] for r in rows if r["fraction"] > 0]
+    x_original = (min(tuned_pairs) if tuned_pairs else 1.0) / ORIGINAL_OFFSET
+    for ax, weight in zip(axes[0], weights):
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            if metric in row and (row["fraction"] == 0 or row["w_distill"] == weight):
+                groups[row["condition"]].append(row)
+        for condition, items in sorted(groups.items(), key=lambda kv: kv[0] != "clean"):
+            if metric == "delta_fid" and condition == "clean":
+                continue
+            items.sort(key=lambda r: r["n_pairs"])
+            x = np.array([r["n_pairs"] if r["fraction"] > 0 else x_original for r in items])
+            y = np.array([r[metric] for r in items])
+            ci = np.array([r.get(f"{metric}_ci95", 0.0) for r in items])
+            style = styles.get(condition, {})
+            ax.plot(x, y, marker="o", label=condition, **style)
+            ax.fill_between(x, y - ci, y + ci, color=style.get("color"), alpha=0.12)
+        ax.set_xscale("log")
+        ax.axvline(x_original * np.sqrt(ORIGINAL_OFFSET), color="0.8", linewidth=0.8)
+        ax.set_xlabel("fine-tuning pairs (leftmost: the original encoder)")
+        ax.set_title(title if weight is None else f"{title}, w_distill = {weight:g}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(title)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def delta_heatmaps(rows: list[dict], path: Path) -> Path:
+    """Mean ΔFID over fraction (columns; 0 = the original encoder) x w_distill (rows), one
+    panel per attack condition, one colour scale for all."""
+    plt = _pyplot()
+    attacked = sorted({r["condition"] for r in rows if r["recipe"] != "none" and "delta_fid" in r})
+    fractions = sorted({r["fraction"] for r in rows})
+    weights = [w for w in _w_distill_values(rows) if w is not None] or [None]
+    grids = {}
+    for condition in attacked:
+        grid = np.full((len(weights), len(fractions)), np.nan)
+        for row in rows:
+            if row["condition"] != condition or "delta_fid" not in row:
+                continue
+            column = fractions.index(row["fraction"])
+            targets = range(len(weights)) if row["fraction"] == 0 else [weights.index(row["w_distill"])]
+            for i in targets:
+                grid[i, column] = row["delta_fid"]
+        grids[condition] = grid
+    columns = min(3, max(1, len(grids)))
+    panels = max(1, len(grids))
+    lines = -(-panels // columns)
+    fig, axes = plt.subplots(
+        lines,
+        columns,
+        figsize=(4.4 * columns + 1.0, (1.6 + 0.45 * len(weights)) * lines),
+        squeeze=False,
+        layout="constrained",
+    )
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()] or [np.zeros(1)])
+    limit = float(np.max(np.abs(finite))) if finite.size else 1.0
+    image = None
+    for ax, (condition, grid) in zip(axes.flat, grids.items()):
+        image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(fractions)), ["orig." if f == 0 else f"{f:g}" for f in fractions])
+        ax.set_yticks(range(len(weights)), ["—" if w is None else f"{w:g}" for w in weights])
+        ax.set_xlabel("fraction")
+        ax.set_ylabel("w_distill")
+        ax.set_title(f"ΔFID, {condition}", fontsize=10)
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=8)
+    for ax in list(axes.flat)[len(grids) :]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="ΔFID")
+    else:
+        axes[0][0].text(0.5, 0.5, "no attacked conditions", ha="center", va="center")
+    return _save(fig, path, tight=False)
+
+
+def power_law_figure(
+    points: dict[str, tuple[np.ndarray, np.ndarray]],
+    fits: dict[str, PowerLawFit | None],
+    path: Path,
+) -> Path:
+    """Per-seed ΔFID against pairs with the fitted ΔFID(N) = a N^-b + c, one colour per
+    condition."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    for index, (condition, (n, gap)) in enumerate(sorted(points.items())):
+        color = f"C{index % 10}"
+        ax.scatter(n, gap, s=18, color=color, alpha=0.7)
+        fit = fits.get(condition)
+        label = condition
+        if fit is not None:
+            grid = np.geomspace(n.min(), n.max(), 100)
+            ax.plot(grid, fit.predict(grid), color=color)
+            label += f": b = {fit.b:.2f} ± {fit.b_ci95:.2f}"
+        else:
+            label += ": too few points to fit"
+        ax.plot([], [], color=color, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter("")  # minor labels of a short log axis overlap
+    ax.set_xlabel("fine-tuning pairs N")
+    ax.set_ylabel("ΔFID")
+    ax.set_title("ΔFID(N) = a·N^(−b) + c, per-seed points")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

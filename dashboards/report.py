@@ -1,0 +1,286 @@
+"""The study's report from its MLflow runs: FID, ΔFID and R-precision top-3 against the number
+of fine-tuning pairs, ΔFID heat maps over fraction x w_distill, power-law fits of ΔFID(N), and
+a Markdown and an HTML summary; written to a folder and logged to the sweep's parent run.
+
+    python dashboards/report.py --experiment NAME [--tracking-uri URI] [--out DIR]
+        [--parent RUN_ID | --no-log]
+
+The sweep calls it at its end for its own evaluations; by hand it covers every evaluation run
+of the experiment (one experiment per study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from dashboards.plots import curves, delta_heatmaps, power_law_figure
+from dashboards.power_law import PowerLawFit, fit_power_law
+from sweeps.results import format_table, robustness_gaps, summary_rows
+
+ARTIFACT_FOLDER = "report"
+FIGURES = {
+    "fid_vs_pairs.png": ("fid", "FID"),
+    "delta_fid_vs_pairs.png": ("delta_fid", "ΔFID"),
+    "r_precision_top3_vs_pairs.png": ("r_precision_top3", "R-precision top-3"),
+}
+
+
+class ReportError(RuntimeError):
+    """Nothing to report on, or no run to log to; the message says which experiment or run."""
+
+
+def _value(text, kind=float):
+    """A logged param back as a number (None for 'None' or missing)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "None":
+        return None
+    return kind(float(text))
+
+
+def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[dict]:
+    """Evaluation runs of `mlflow.search_runs` as the sweep's trial records
+    ({'key', 'job', 'metrics'}), optionally only those whose trial key is in `trial_keys`."""
+    records = []
+    metric_columns = [c for c in frame.columns if c.startswith("metrics.")]
+    for _, run in frame.iterrows():
+        key = run.get("tags.trial_key")
+        if not isinstance(key, str) or (trial_keys is not None and key not in trial_keys):
+            continue
+        metrics = {
+            c.removeprefix("metrics."): float(run[c])
+            for c in metric_columns
+            if run[c] is not None and np.isfinite(run[c])
+        }
+        if "fid" not in metrics:
+            continue
+        job = {
+            "fraction": _value(run.get("params.fraction")) or 0.0,
+            "n_pairs": _value(run.get("params.n_pairs"), int) or 0,
+            "w_distill": _value(run.get("params.w_distill")),
+            "seed": _value(run.get("params.seed"), int),
+            "recipe": run.get("params.recipe"),
+            "budget": _value(run.get("params.budget"), int) or 0,
+            "encoder_key": run.get("params.encoder_key"),
+        }
+        records.append({"key": key, "run_id": run["run_id"], "job": job, "metrics": metrics})
+    return records
+
+
+def seed_points(
+    records: list[dict], gaps: dict[str, tuple[float, float]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per attacked condition (and w_distill, when there are several): the per-seed (N, ΔFID)
+    of the fine-tuned encoders, what the power law is fitted to."""
+    weights = {r["job"]["w_distill"] for r in records if r["job"]["fraction"] > 0}
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for record in records:
+        job = record["job"]
+        if job["recipe"] == "none" or job["fraction"] <= 0 or record["key"] not in gaps:
+            continue
+        label = f"{job['recipe']} b{job['budget']}"
+        if len(weights) > 1:
+            label += f" wd{job['w_distill']:g}"
+        points[label].append((job["n_pairs"], gaps[record["key"]][0]))
+    return {k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()}
+
+
+def _fit_row(condition: str, fit: PowerLawFit | None, n: np.ndarray) -> dict:
+    row = {"condition": condition, "points": int(len(n)), "set_sizes": int(len(np.unique(n)))}
+    if fit is not None:
+        row.update(a=fit.a, b=fit.b, b_ci95=fit.b_ci95, c=fit.c, rmse=fit.rmse)
+    return row
+
+
+def _cell(row: dict, name: str, signed: bool = False) -> str:
+    if name not in row or (name == "delta_fid" and row["recipe"] == "none"):
+        return "—"
+    sign = "+" if signed else ""
+    return f"{row[name]:{sign}.3f} ± {row[f'{name}_ci95']:.3f}"
+
+
+def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["fraction", "pairs", "w_distill", "condition", "seeds", "FID", "ΔFID", "R-prec top-3"]
+    body = [
+        [
+            "0 (original)" if r["fraction"] == 0 else f"{r['fraction']:g}",
+            f"{r['n_pairs']:.0f}",
+            "—" if r["w_distill"] is None else f"{r['w_distill']:g}",
+            r["condition"],
+            str(r["seeds"]),
+            _cell(r, "fid"),
+            _cell(r, "delta_fid", signed=True),
+            _cell(r, "r_precision_top3"),
+        ]
+        for r in rows
+    ]
+    return header, body
+
+
+def _fit_table(fits: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["condition", "points", "set sizes", "a", "b ± 95 %", "c", "RMSE"]
+    body = []
+    for f in fits:
+        if "b" in f:
+            numbers = [f"{f['a']:.3g}", f"{f['b']:.3f} ± {f['b_ci95']:.3g}", f"{f['c']:.3f}"]
+            numbers.append(f"{f['rmse']:.3f}")
+        else:
+            numbers = ["—", "too few points (need 4 and 3 set sizes)", "—", "—"]
+        body.append([f["condition"], str(f["points"]), str(f["set_sizes"]), *numbers])
+    return header, body
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def write_report(records: list[dict], out: Path, title: str) -> list[Path]:
+    """Figures, fits.json, rows.json, summary.md and summary.html for `records` in `out`."""
+    if not records:
+        raise ReportError(f"{title}: no evaluation runs with an FID to report on")
+    out.mkdir(parents=True, exist_ok=True)
+    gaps = robustness_gaps(records)
+    rows = summary_rows(records, gaps)
+    figures = [curves(rows, metric, label, out / name) for name, (metric, label) in FIGURES.items()]
+    figures.append(delta_heatmaps(rows, out / "delta_fid_heatmap.png"))
+    points = seed_points(records, gaps)
+    fits = {condition: fit_power_law(n, gap) for condition, (n, gap) in points.items()}
+    figures.append(power_law_figure(points, fits, out / "delta_fid_power_law.png"))
+    fit_rows = [_fit_row(c, fits[c], points[c][0]) for c in sorted(points)]
+    (out / "fits.json").write_text(json.dumps(fit_rows, indent=2) + "\n")
+    (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    seeds = len({r["job"]["seed"] for r in records if r["job"]["seed"] is not None})
+    intro = (
+        f"{len(records)} evaluation runs, {seeds} fine-tuning seed(s); means over seeds with "
+        "95 % intervals (1.96·std/√n; with one seed, the interval over generation repeats). "
+        "ΔFID = FID(attacked) − FID(clean) of the same encoder, with the same diffusion noise."
+    )
+    result, fit = _result_table(rows), _fit_table(fit_rows)
+    fit_intro = (
+        "Power law ΔFID(N) = a·N^(−b) + c fitted to the per-seed points of the fine-tuned "
+        "encoders; b > 0 means the gap shrinks as the fine-tuning set grows."
+    )
+    markdown = [f"# {title}", "", f"_{stamp}._ {intro}", "", _markdown_table(*result), ""]
+    markdown += ["## Power-law fits", "", fit_intro, "", _markdown_table(*fit), ""]
+    markdown += [f"![{p.stem}]({p.name})\n" for p in figures]
+    summary_md = out / "summary.md"
+    summary_md.write_text("\n".join(markdown))
+    images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in figures)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
+        f"</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p><em>{stamp}.</em> {html.escape(intro)}</p>{_html_table(*result)}"
+        f"<h2>Power-law fits</h2><p>{html.escape(fit_intro)}</p>{_html_table(*fit)}"
+        f"{images}</body></html>"
+    )
+    summary_html = out / "summary.html"
+    summary_html.write_text(page)
+    return [*figures, out / "fits.json", out / "rows.json", summary_md, summary_html]
+
+
+def search_evaluations(tracking_uri: str, experiment: str):
+    """Every evaluation run of `experiment` as a DataFrame (mlflow.search_runs)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise ReportError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+    return mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string="tags.kind = 'evaluation'",
+        output_format="pandas",
+    )
+
+
+def latest_sweep_run(tracking_uri: str, experiment: str) -> str:
+    """The run id of the experiment's most recent sweep (parent) run."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    frame = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string="tags.kind = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if frame.empty:
+        raise ReportError(f"experiment {experiment!r} at {tracking_uri} has no sweep run")
+    return str(frame.iloc[0]["run_id"])
+
+
+def report_experiment(
+    tracking_uri: str,
+    experiment: str,
+    out: Path,
+    parent_run_id: str | None = None,
+    trial_keys: set[str] | None = None,
+) -> list[Path]:
+    """Read the evaluation runs, write the report to `out` and, with `parent_run_id`, log it
+    to that run under report/."""
+    from mlflow.tracking import MlflowClient
+
+    records = evaluation_records(search_evaluations(tracking_uri, experiment), trial_keys)
+    paths = write_report(records, out, f"{experiment}: FID against fine-tuning set size")
+    if parent_run_id is not None:
+        client = MlflowClient(tracking_uri)
+        for path in paths:
+            client.log_artifact(parent_run_id, str(path), ARTIFACT_FOLDER)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", required=True, help="the study's MLflow experiment")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./moclip_runs/mlflow.db)",
+    )
+    parser.add_argument("--out", type=Path, help="folder for the report (default: ./report-NAME)")
+    parser.add_argument("--parent", help="log the report to this run (default: the latest sweep)")
+    parser.add_argument("--no-log", action="store_true", help="only write the folder")
+    args = parser.parse_args(argv)
+    from sweeps.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, None, Path("moclip_runs"))
+    out = args.out or Path(f"report-{args.experiment}")
+    try:
+        parent = None if args.no_log else (args.parent or latest_sweep_run(uri, args.experiment))
+        paths = report_experiment(uri, args.experiment, out, parent)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[report] {len(paths)} files in {out.resolve()}; open {out / 'summary.html'}")
+    if parent:
+        print(f"[report] logged to run {parent} under {ARTIFACT_FOLDER}/")
+    print(format_table(json.loads((out / "rows.json").read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
