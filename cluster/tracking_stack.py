@@ -17,8 +17,8 @@ environment or the instance profile and are never printed or written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,93 +27,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from sweeps.storage import S3Location, StorageError, check_bucket, redact
 
 HEALTH_TIMEOUT_S = 120.0  # mlflow server imports a lot: ~20 s on 2 busy cores
 LOCAL_S3_KEY = "moclip-local"  # the moto server accepts any key; not a secret
 
 
 class StackError(RuntimeError):
-    """A service that cannot be used; the message names it and never holds a secret."""
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Location:
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise StackError(f"storage location {uri!r}: expected s3://BUCKET[/PREFIX]")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parsed.netloc):
-            raise StackError(
-                f"bucket {parsed.netloc!r}: S3 bucket names are 3-63 lowercase letters, digits, "
-                "'-' and '.'"
-            )
-        return cls(parsed.netloc, parsed.path.strip("/"))
-
-    def uri(self, *parts: str) -> str:
-        path = "/".join(p for p in (self.prefix, *parts) if p)
-        return f"s3://{self.bucket}/{path}" if path else f"s3://{self.bucket}"
-
-
-def redact(uri: str) -> str:
-    """A URI with any password replaced: postgresql://u:secret@h/db -> postgresql://u:***@h/db."""
-    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
-
-
-def ray_storage_uri(location: S3Location, endpoint: str | None) -> str:
-    """Where Ray keeps trial checkpoints: s3://BUCKET/PREFIX/ray, with pyarrow's
-    endpoint_override and scheme for an S3-compatible server other than AWS."""
-    uri = location.uri("ray")
-    if not endpoint:
-        return uri
-    parsed = urlparse(endpoint)
-    return f"{uri}?endpoint_override={parsed.netloc}&scheme={parsed.scheme or 'https'}"
-
-
-def s3_client(endpoint: str | None):
-    import boto3
-    from botocore.config import Config
-
-    # Fail within seconds rather than botocore's default retries over minutes.
-    config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
-    return boto3.client("s3", endpoint_url=endpoint or None, config=config)
-
-
-def check_bucket(location: S3Location, endpoint: str | None, create: bool = False) -> None:
-    """Raise StackError (naming endpoint and bucket, no credentials) unless the bucket can be
-    reached; with `create`, make a missing bucket."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    where = f"bucket {location.bucket!r} at {endpoint or 'AWS S3'}"
-    client = s3_client(endpoint)
-    try:
-        client.head_bucket(Bucket=location.bucket)
-        return
-    except NoCredentialsError:
-        raise StackError(
-            f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-            "AWS_PROFILE, or use an instance profile)"
-        ) from None
-    except ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket") and create:
-            client.create_bucket(Bucket=location.bucket)
-            return
-        reasons = {
-            "404": "does not exist (create it, or pass --create-bucket)",
-            "NoSuchBucket": "does not exist (create it, or pass --create-bucket)",
-            "403": "access denied: wrong credentials or no permission on this bucket",
-            "400": "rejected the request: check the endpoint and region",
-        }
-        raise StackError(f"{where}: {reasons.get(code, f'error {code}')}") from None
-    except BotoCoreError as err:
-        raise StackError(f"{where}: cannot connect ({type(err).__name__})") from None
+    """A service that cannot be started; the message names it and never holds a secret."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -165,12 +92,10 @@ def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
         pass
 
 
-def sweep_environment(tracking_uri: str, location: S3Location, endpoint: str | None) -> dict:
-    """What the sweep reads: where to track and where Ray keeps checkpoints."""
-    return {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MOCLIP_RAY_STORAGE": ray_storage_uri(location, endpoint),
-    }
+def sweep_environment(tracking_uri: str, location: S3Location) -> dict:
+    """What the sweep reads: where to track, and where Ray keeps checkpoints (PREFIX/ray, with
+    pyarrow's endpoint_override for an S3-compatible server other than AWS)."""
+    return {"MLFLOW_TRACKING_URI": tracking_uri, "MOCLIP_RAY_STORAGE": location.uri("ray")}
 
 
 def _executable(name: str) -> str:
@@ -252,22 +177,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.local_s3:
             endpoint, moto = start_local_s3(args.host, state)
             services.append(moto)
+        location = dataclasses.replace(location, endpoint=endpoint or location.endpoint)
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        check_bucket(location, endpoint, create=args.create_bucket or args.local_s3)
+        check_bucket(location, create=args.create_bucket or args.local_s3)
         tracking_uri = f"http://{args.host}:{args.port}"
         if answers(f"{tracking_uri}/health"):
             print(f"[stack] an MLflow server already answers on {tracking_uri}; leaving it")
             return 0
         backend = args.backend_store_uri or f"sqlite:///{state / 'mlflow.db'}"
+        artifacts = dataclasses.replace(location, endpoint=None).uri("mlflow")
         services.append(
-            start_mlflow(backend, location.uri("mlflow"), endpoint, args.host, args.port, state)
+            start_mlflow(backend, artifacts, location.endpoint, args.host, args.port, state)
         )
         print(
             f"[stack] MLflow on {tracking_uri} (backend {redact(backend)}, artifacts "
-            f"{location.uri('mlflow')}); logs in {state}",
+            f"{artifacts}); logs in {state}",
             flush=True,
         )
-        exports = sweep_environment(tracking_uri, location, endpoint)
+        exports = sweep_environment(tracking_uri, location)
         if args.local_s3:
             # The sweep's Ray workers write checkpoints to the local S3 server with these.
             exports["AWS_ACCESS_KEY_ID"] = exports["AWS_SECRET_ACCESS_KEY"] = LOCAL_S3_KEY
@@ -284,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise StackError(f"{process.args[0]} exited with status {process.returncode}")
             time.sleep(0.5)
         return 0
-    except StackError as err:
+    except (StackError, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from moclip.prompts import clean_prompts
+
 KINDS = ("open_clip", "hf", "tiny")
 # open_clip builds the image tower too; a minimal one keeps that cheap before it is dropped.
 _STUB_VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16}
@@ -280,6 +282,7 @@ class TextEmbedder:
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = clean_prompts(texts)
         self.encoder.eval()
         device = next(self.encoder.parameters()).device
         out = [

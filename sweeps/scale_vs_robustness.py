@@ -721,7 +721,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
     except ConfigError as err:
         parser.error(str(err))
-    print("[config] resolved:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    from sweeps.storage import redact_tree
+
+    resolved = yaml.safe_dump(redact_tree(config.to_dict()), sort_keys=False).rstrip()
+    print("[config] resolved:\n" + resolved)
     return run(config, args)
 
 
@@ -735,6 +738,11 @@ def start_ray(config: StudyConfig) -> None:
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_GROUP_START_TIMEOUT_S)
+    # Ray Tune copies AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the driver's environment into
+    # its trials' runtime environment, and Ray's runtime-env agent writes that environment to
+    # its log at INFO level: a local Ray started here logs from WARNING up. (On a cluster the
+    # nodes take credentials from their instance profile, and there is nothing to copy.)
+    os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
     ray.init(
         address=config.ray.address,
         include_dashboard=False,
@@ -774,6 +782,17 @@ def remove_orphaned_placement_groups() -> int:
     return removed
 
 
+def preflight(config: StudyConfig, args: argparse.Namespace) -> None:
+    """Fail in seconds, before any work, when the tracking server or the storage cannot be
+    reached (StorageError or TrackingError naming them)."""
+    from sweeps.storage import check_storage
+    from sweeps.tracking import check_reachable, resolve_tracking_uri
+
+    workdir = Path(config.workdir).resolve()
+    check_reachable(resolve_tracking_uri(args.tracking_uri, config.tracking.tracking_uri, workdir))
+    check_storage(storage_location(config, workdir))
+
+
 def ui_hint(tracking_uri: str) -> str:
     """How to open the MLflow UI on the sweep's runs."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -786,22 +805,24 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
 
     from moclip.data.dataset import DatasetError
     from sweeps.stage0 import data_root, run_stage0
-    from sweeps.tracking import code_version, flatten, package_versions
+    from sweeps.storage import StorageError, redact
+    from sweeps.tracking import TrackingError, code_version, flatten, package_versions
 
     started = time.monotonic()
     # MLflow prints two links per run it ends when tracking to a server: a hundred lines for a
     # sweep; the sweep prints where to look at its end instead.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
+        preflight(config, args)
         data_root(config)  # before Ray starts: the corpus builder forks worker processes
-    except DatasetError as err:
+    except (DatasetError, StorageError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start_ray(config)
     try:
         sweep = Sweep(config, args)
         print(
-            f"[sweep] {sweep.key}: MLflow {sweep.tracking_uri}, experiment "
+            f"[sweep] {sweep.key}: MLflow {redact(sweep.tracking_uri)}, experiment "
             f"{config.tracking.experiment!r}; Ray storage {sweep.storage}",
             flush=True,
         )

@@ -10,11 +10,15 @@ import platform
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from sweeps.storage import redact
 
 PACKAGES = ("torch", "ray", "mlflow", "open_clip_torch", "textattack", "optuna", "numpy")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
@@ -30,20 +34,48 @@ def resolve_tracking_uri(cli_value: str | None, configured: str | None, workdir:
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
+class TrackingError(RuntimeError):
+    """A tracking server that does not answer; the message names it, password hidden."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0, attempts: int = 2) -> None:
+    """Raise TrackingError within about attempts x timeout seconds when an http(s) tracking
+    server does not answer; any HTTP answer (even 401 or 404) counts as reachable, and local
+    stores always pass. MLflow's own client would retry for minutes before failing."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    reason = "no answer"
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = str(getattr(err, "reason", err))
+        if attempt + 1 < attempts:
+            time.sleep(1.0)
+    raise TrackingError(
+        f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it "
+        "(python cluster/tracking_stack.py) or pass another --tracking-uri"
+    )
+
+
 def metric_name(name: str) -> str:
     """A metric name MLflow accepts: 't2m_R@1' -> 't2m_R_at_1'."""
     return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_"))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    """{'a': {'b': 1}} -> {'a.b': '1'}: nested config as MLflow params."""
+    """{'a': {'b': 1}} -> {'a.b': '1'}: nested config as MLflow params, passwords hidden."""
     flat: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+            flat[name] = redact(str(value))[:MAX_PARAM_LENGTH]
     return flat
 
 

@@ -13,8 +13,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
 
 
-def run_job(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+# Credentials planted in the sweep's environment: none may reach its output, MLflow, the
+# workdir's files (artifacts, checkpoints, trial records) or Ray's logs.
+PLANTED = {
+    "AWS_ACCESS_KEY_ID": "AKIAPLANTEDKEYID0000",
+    "AWS_SECRET_ACCESS_KEY": "planted/secret+AWS+key+0123456789abcdef",
+    "MLFLOW_TRACKING_PASSWORD": "planted-mlflow-password-42",
+}
+RAY_LOGS = Path("/tmp/ray/session_latest/logs")
+
+
+def files_containing(folder: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+    return hits
+
+
+def run_job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -33,7 +52,7 @@ def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
 
 def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     args = ("--config", str(SMOKE), f"workdir={tmp_path}")
-    first = run_job(*args)
+    first = run_job(*args, env=PLANTED)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "[stage 1] 2 fine-tunes: 0 finished earlier, 2 to run" in first.stdout
     assert "[stage 2] 6 evaluations" in first.stdout
@@ -58,6 +77,15 @@ def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     assert all(client.list_artifacts(r.info.run_id, "checkpoint") for r in trained)
     assert client.list_artifacts(parent.info.run_id, "results")
     assert (tmp_path / "sweeps").is_dir()
+
+    secrets = [PLANTED[k] for k in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD")]
+    assert not any(secret in first.stdout + first.stderr for secret in secrets)
+    for run in runs:
+        values = [*run.data.params.values(), *run.data.tags.values()]
+        assert not any(secret in value for secret in secrets for value in values)
+    needles = [secret.encode() for secret in secrets]
+    assert files_containing(tmp_path, needles) == []  # store, artifacts, checkpoints, records
+    assert files_containing(RAY_LOGS, needles) == []
 
     second = run_job(*args)
     assert second.returncode == 0, second.stderr[-3000:]

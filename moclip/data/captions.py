@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from moclip.prompts import PromptError, clean_prompt
+
 
 @dataclass(frozen=True)
 class Caption:
@@ -33,8 +35,10 @@ def parse_caption_line(line: str, where: str = "caption") -> Caption:
             f"got {len(parts)} field(s): {line.strip()[:80]!r}"
         )
     text, tokens, start, end = parts
-    if not text.strip():
-        raise CaptionError(f"{where}: the caption text is empty")
+    try:
+        text = clean_prompt(text)
+    except PromptError:
+        raise CaptionError(f"{where}: the caption text is empty") from None
     try:
         t0 = 0.0 if start.strip().lower() in ("", "nan") else float(start)
         t1 = 0.0 if end.strip().lower() in ("", "nan") else float(end)
@@ -44,7 +48,7 @@ def parse_caption_line(line: str, where: str = "caption") -> Caption:
         ) from None
     if t0 < 0 or t1 < 0 or (t1 and t1 <= t0):
         raise CaptionError(f"{where}: need 0 <= start < end (or both 0), got {t0} and {t1}")
-    return Caption(text.strip(), tuple(tokens.split()), t0, t1)
+    return Caption(text, tuple(tokens.split()), t0, t1)
 
 
 def format_caption_line(caption: Caption) -> str:

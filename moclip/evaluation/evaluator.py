@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from moclip.data.captions import tokenize
 from moclip.pairs import normalized_batch
+from moclip.prompts import clean_prompts
 from moclip.storage import freeze, load_state, save_state
 
 PAD, UNK = "<pad>", "<unk>"
@@ -146,6 +147,7 @@ class Evaluator(nn.Module):
 
     @torch.no_grad()
     def encode_texts(self, captions: Sequence[str], batch_size: int = 512) -> np.ndarray:
+        captions = clean_prompts(captions)
         self.eval()
         device = self.mean.device
         out = []
