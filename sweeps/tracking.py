@@ -126,15 +126,21 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
 
-    def _find(self, tag: str, value: str) -> str | None:
+    def _find_run(self, tag: str, value: str):
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.{tag} = '{value}'", max_results=1
         )
-        return runs[0].info.run_id if runs else None
+        return runs[0] if runs else None
+
+    def _find(self, tag: str, value: str) -> str | None:
+        run = self._find_run(tag, value)
+        return run.info.run_id if run else None
 
     def find_trial(self, key: str) -> str | None:
-        """The run id of the child run of trial `key`, if it was logged before."""
-        return self._find("trial_key", key)
+        """The run id of the child run of trial `key`, if it was logged in full before (a child
+        run ends FINISHED only after its params, metrics and artifacts are in)."""
+        run = self._find_run("trial_key", key)
+        return run.info.run_id if run and run.info.status == "FINISHED" else None
 
     def _log(self, run_id: str, params=None, metrics=None, tags=None, step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -171,10 +177,13 @@ class Tracker:
         tags: dict,
         artifacts: list[tuple[Path, str]] = (),
     ) -> tuple[str, bool]:
-        """(run id, created): one child run per trial key, never two."""
-        existing = self._find("trial_key", key)
+        """(run id, created): one child run per trial key, never two. A run of the key left
+        unfinished (the sweep was killed while logging it) is deleted and logged again."""
+        existing = self._find_run("trial_key", key)
         if existing is not None:
-            return existing, False
+            if existing.info.status == "FINISHED":
+                return existing.info.run_id, False
+            self.client.delete_run(existing.info.run_id)
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,

@@ -1,12 +1,14 @@
 """The main job end to end on the smoke config: real local Ray (Train + Tune), a real MLflow
 SQLite store; then the same command again, which must reuse everything."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +150,8 @@ def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
     assert len(smoke_runs(tmp_path)[1]) == len(runs)
 
 
-def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_sweep_resumes_without_recomputing(tmp_path, stop):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = ("--config", str(SMOKE), f"workdir={tmp_path}", "grid.seeds=[0,1]")
@@ -160,11 +163,16 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     for line in process.stdout:
         lines.append(line)
         if line.startswith("[stage 1] 1/4 "):
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             break
     output = "".join(lines) + process.communicate(timeout=300)[0]
-    assert process.returncode == 130, output[-3000:]
-    assert "Run the same command with --resume" in output
+    if stop == signal.SIGINT:
+        assert process.returncode == 130, output[-3000:]
+        assert "Run the same command with --resume" in output
+    else:  # killed outright: nothing ran its cleanup; every record there is whole
+        assert process.returncode == -signal.SIGKILL
+        for path in (tmp_path / "results").glob("*.json"):
+            json.loads(path.read_text())
     records = sorted((tmp_path / "results").glob("ft-*.json"))
     assert 1 <= len(records) < 4
     before = {path.name: path.stat().st_mtime_ns for path in records}
