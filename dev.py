@@ -41,7 +41,10 @@ def _requirements_digest() -> str:
 # for TextAttack's synonym swaps (no download at run time; moclip.attacks.resources copies it
 # into nltk's layout), and Chromium with its driver for the MLflow UI test and screenshots.
 APT_PACKAGES = {
-    "WordNet 3.0": (["wordnet-base", "wordnet-sense-index"], Path("/usr/share/wordnet/index.sense")),
+    "WordNet 3.0": (
+        ["wordnet-base", "wordnet-sense-index"],
+        Path("/usr/share/wordnet/index.sense"),
+    ),
     "Chromium": (["chromium", "chromium-driver"], Path("/usr/bin/chromedriver")),
 }
 

@@ -114,7 +114,9 @@ def start_local_s3(host: str, state: Path) -> tuple[str, subprocess.Popen]:
     endpoint = f"http://{host}:{port}"
     os.environ["AWS_ACCESS_KEY_ID"] = os.environ["AWS_SECRET_ACCESS_KEY"] = LOCAL_S3_KEY
     log = state / "s3.log"
-    process = start([_executable("moto_server"), "-H", host, "-p", str(port)], log, dict(os.environ))
+    process = start(
+        [_executable("moto_server"), "-H", host, "-p", str(port)], log, dict(os.environ)
+    )
     wait_until_up(f"{endpoint}/moto-api/", process, "moto S3 server", log)
     print(f"[stack] S3 (moto) on {endpoint}", flush=True)
     return endpoint, process

@@ -12,7 +12,9 @@ import numpy as np
 from dashboards.power_law import PowerLawFit
 
 LINESTYLES = ("-", "--", ":", "-.")
-ORIGINAL_OFFSET = 4.0  # the original encoder (0 pairs) is drawn this factor left of the smallest set
+ORIGINAL_OFFSET = (
+    4.0  # the original encoder (0 pairs) is drawn this factor left of the smallest set
+)
 
 
 def _pyplot():
@@ -102,7 +104,9 @@ def delta_heatmaps(rows: list[dict], path: Path) -> Path:
             if row["condition"] != condition or "delta_fid" not in row:
                 continue
             column = fractions.index(row["fraction"])
-            targets = range(len(weights)) if row["fraction"] == 0 else [weights.index(row["w_distill"])]
+            targets = (
+                range(len(weights)) if row["fraction"] == 0 else [weights.index(row["w_distill"])]
+            )
             for i in targets:
                 grid[i, column] = row["delta_fid"]
         grids[condition] = grid

@@ -93,7 +93,9 @@ def seed_points(
         if len(weights) > 1:
             label += f" wd{job['w_distill']:g}"
         points[label].append((job["n_pairs"], gaps[record["key"]][0]))
-    return {k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()}
+    return {
+        k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()
+    }
 
 
 def _fit_row(condition: str, fit: PowerLawFit | None, n: np.ndarray) -> dict:

@@ -182,6 +182,12 @@ def train_step(
     }
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of torch's generator for one training step: (seed·P + rank)·P + step, P = 1,000,003."""
+    prime = 1_000_003
+    return ((seed * prime + rank) * prime + step) % (2**63 - 1)
+
+
 def make_loader(pairs: PairSet, config: FinetuneConfig, epoch_seed: int = 0) -> DataLoader:
     """Shuffled pair batches; under DDP each rank gets its own equal-sized share."""
     if dist.is_available() and dist.is_initialized():
@@ -216,15 +222,15 @@ def fit(
     """Train for config.steps steps (from `start_step`); returns the per-step metrics.
 
     Under an initialised process group the model is wrapped in DDP unless it already is.
-    Seeds torch's global generator from config.seed, so the same config gives the same numbers.
+    Step s sees the same batch and the same random draws whether the run got there in one go
+    or resumed at `start_step` from a checkpoint of step `start_step` (model, optimizer and
+    scheduler states): the same config gives the same numbers, interrupted or not.
     `on_step(step, metrics)` is called after every step (logging, checkpoints, Ray reports);
     `prepare_loader` wraps each epoch's loader (e.g. Ray Train's prepare_data_loader).
     """
     device = torch.device(device)
     ddp = dist.is_available() and dist.is_initialized()
-    # Dropout draws from torch's global generator: seeding it here makes a run a function of
-    # config.seed (and the rank, so DDP workers do not share masks).
-    torch.manual_seed(config.seed + (dist.get_rank() if ddp else 0) + start_step)
+    rank = dist.get_rank() if ddp else 0
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
     model.to(device)
@@ -236,16 +242,23 @@ def fit(
     if optimizer is None:
         optimizer, scheduler = make_optimizer(model, config)
     history: list[dict[str, float]] = []
-    step, epoch, started = start_step, 0, time.monotonic()
+    # Resuming: the epoch of start_step, and the batches of it already trained on.
+    epoch, skip = divmod(start_step, len(make_loader(pairs, config)))
+    step, started = start_step, time.monotonic()
     while step < config.steps:
         loader = make_loader(pairs, config, epoch_seed=epoch)
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         if prepare_loader is not None:
             loader = prepare_loader(loader)
-        for batch in loader:
+        for index, batch in enumerate(loader):
+            if index < skip:
+                continue
             if step >= config.steps:
                 break
+            # Dropout draws from torch's global generator: seeded per step (and rank, so DDP
+            # workers do not share masks), a resumed run draws what the uninterrupted one did.
+            torch.manual_seed(step_seed(config.seed, rank, step))
             metrics = train_step(
                 model, batch, tokenizer, teacher, optimizer, scheduler, config, device
             )
@@ -257,5 +270,5 @@ def fit(
             step += 1
             if on_step:
                 on_step(step, metrics)
-        epoch += 1
+        epoch, skip = epoch + 1, 0
     return history

@@ -118,7 +118,11 @@ def _bucket_keys(stack: dict) -> list[str]:
 
 
 def _stack_error(stack: dict, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": "s3cr3t-v4lue"}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIATESTKEY",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-v4lue",
+    }
     return subprocess.run(
         [sys.executable, str(STACK), *args, "--port", "1"],
         capture_output=True,

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -32,7 +33,7 @@ from moclip.text_encoders import (
     build_text_encoder,
     frozen_copy,
 )
-from moclip.training import FinetuneConfig, fit, lr_factor
+from moclip.training import FinetuneConfig, fit, lr_factor, make_optimizer
 
 ALL = list(SKELETONS.values())
 TINY = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
@@ -250,6 +251,42 @@ def test_same_seed_same_numbers_on_cpu(small_pairs):
     assert [h["loss"] for h in first] == [h["loss"] for h in second]
     third = _fit(pairs, train.skeleton, steps=6, seed=1)[4]
     assert [h["loss"] for h in first] != [h["loss"] for h in third]
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_numbers(small_pairs):
+    """Stop after 10 of 12 steps (past an epoch's end: 9 batches an epoch), restore model,
+    optimizer and scheduler, continue: the last two steps and the weights match."""
+    train, pairs = small_pairs
+    saved = {}
+
+    def keep_step_10(step, metrics):
+        if step == 10:
+            saved.update(
+                model=copy.deepcopy(model.state_dict()),
+                optimizer=copy.deepcopy(optimizer.state_dict()),
+                scheduler=copy.deepcopy(scheduler.state_dict()),
+            )
+
+    config = FinetuneConfig(steps=12, batch_size=16, lr_text=1e-4, lr_motion=1e-3, warmup_steps=5)
+    model, tokenizer = build_moclip(TINY, train.skeleton, SMALL_MOTION, seed=0)
+    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    optimizer, scheduler = make_optimizer(model, config)
+    straight = fit(
+        model, pairs, tokenizer, teacher, config, "cpu", optimizer, scheduler, on_step=keep_step_10
+    )
+    assert len(pairs) // 16 == 9 and len(straight) == 12
+
+    resumed_model, _ = build_moclip(TINY, train.skeleton, SMALL_MOTION, seed=0)
+    resumed_model.load_state_dict(saved["model"])
+    optimizer, scheduler = make_optimizer(resumed_model, config)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    resumed = fit(
+        resumed_model, pairs, tokenizer, teacher, config, "cpu", optimizer, scheduler, start_step=10
+    )
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[10:]]
+    for name, value in resumed_model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
 
 
 def test_checkpoint_round_trip(small_pairs, tmp_path):

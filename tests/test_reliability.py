@@ -46,12 +46,16 @@ scalars = st.one_of(
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=2)
+    ),
     max_leaves=6,
 )
 key_paths = st.one_of(
     st.sampled_from(KEYS),
-    st.builds(lambda k, extra: f"{k}.{extra}", st.sampled_from(KEYS), st.text("abcxyz_", min_size=1)),
+    st.builds(
+        lambda k, extra: f"{k}.{extra}", st.sampled_from(KEYS), st.text("abcxyz_", min_size=1)
+    ),
     st.text("abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20),
 )
 
@@ -67,7 +71,10 @@ def _one_line_naming(err: ConfigError, keys: list[str]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides=st.lists(st.tuples(key_paths, values), min_size=1, max_size=3))
 def test_fuzzed_overrides_load_or_fail_in_one_line(overrides):
-    items = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in overrides]
+    items = [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+        for key, value in overrides
+    ]
     items = [item.removesuffix("\n...").removesuffix(" ...") for item in items]
     try:
         config = load_config(SMOKE, items)
@@ -100,7 +107,9 @@ def run_sweep(*args: str, env: dict | None = None) -> tuple[subprocess.Completed
 
 def test_unreachable_tracking_server_fails_fast_naming_it(tmp_path):
     uri = f"http://mlflow-user:{SECRET}@127.0.0.1:{free_port()}"
-    result, seconds = run_sweep("--config", str(SMOKE), f"workdir={tmp_path}", "--tracking-uri", uri)
+    result, seconds = run_sweep(
+        "--config", str(SMOKE), f"workdir={tmp_path}", "--tracking-uri", uri
+    )
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: MLflow tracking server http://mlflow-user:***@127.0.0.1:")
