@@ -8,10 +8,10 @@ sweep needs to use it.
 
 It checks the bucket first (a clear error naming the endpoint and bucket), starts `mlflow
 server --artifacts-destination s3://BUCKET/PREFIX/mlflow` (clients upload through the server,
-so only the server needs S3 credentials), waits until it answers, prints the `export` lines for the sweep
-(MLFLOW_TRACKING_URI, and MOCLIP_RAY_STORAGE = s3://BUCKET/PREFIX/ray for Ray's checkpoints)
-and runs until Ctrl-C. Credentials come from the
-environment or the instance profile and are never printed or written.
+so only the server needs S3 credentials), waits until it answers, prints the `export` lines
+for the sweep (MLFLOW_TRACKING_URI, and MOCLIP_RAY_STORAGE = s3://BUCKET/PREFIX/ray for Ray's
+checkpoints) and runs until Ctrl-C. Credentials come from the environment or the instance
+profile and are never printed or written.
 """
 
 from __future__ import annotations

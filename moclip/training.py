@@ -183,7 +183,7 @@ def train_step(
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of torch's generator for one training step: (seed·P + rank)·P + step, P = 1,000,003."""
+    """Torch's seed for one training step: (seed·P + rank)·P + step, P = 1,000,003."""
     prime = 1_000_003
     return ((seed * prime + rank) * prime + step) % (2**63 - 1)
 

@@ -872,7 +872,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     print(f"\n[result] FID, ΔFID and R-precision top-3 (mean ± 95 % interval over seeds):\n{table}")
     print(
         f"\n[result] report: {sweep.state.folder / 'report' / 'summary.html'}; MLflow: "
-        f"{ui_hint(sweep.tracking_uri)} (experiment "
+        f"{ui_hint(redact(sweep.tracking_uri))} (experiment "
         f"{config.tracking.experiment!r}, parent run 'sweep {config.name} {sweep.key}', "
         f"metrics fid/* against step = fine-tuning pairs)"
     )
