@@ -16,10 +16,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+
+from sweeps.storage import S3Location
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "cluster" / "tracking_stack.py"
@@ -87,9 +88,7 @@ def stack(tmp_path_factory):
         assert time.monotonic() < deadline, "tracking stack did not start in time"
         time.sleep(0.5)
     exports = _exports(env_file)
-    storage = urlparse(exports["MOCLIP_RAY_STORAGE"])
-    query = parse_qs(storage.query)
-    exports["S3_ENDPOINT"] = f"{query['scheme'][0]}://{query['endpoint_override'][0]}"
+    exports["S3_ENDPOINT"] = S3Location.parse(exports["MOCLIP_RAY_STORAGE"]).endpoint
     yield exports
     process.send_signal(signal.SIGTERM)
     process.wait(60)
