@@ -98,7 +98,7 @@ def sweep_environment(tracking_uri: str, location: S3Location) -> dict:
     return {"MLFLOW_TRACKING_URI": tracking_uri, "MOCLIP_RAY_STORAGE": location.uri("ray")}
 
 
-def _executable(name: str) -> str:
+def executable(name: str) -> str:
     # the tools of this interpreter's environment first: the stack may run from a venv's python
     search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     found = shutil.which(name, path=search)
@@ -114,9 +114,7 @@ def start_local_s3(host: str, state: Path) -> tuple[str, subprocess.Popen]:
     endpoint = f"http://{host}:{port}"
     os.environ["AWS_ACCESS_KEY_ID"] = os.environ["AWS_SECRET_ACCESS_KEY"] = LOCAL_S3_KEY
     log = state / "s3.log"
-    process = start(
-        [_executable("moto_server"), "-H", host, "-p", str(port)], log, dict(os.environ)
-    )
+    process = start([executable("moto_server"), "-H", host, "-p", str(port)], log, dict(os.environ))
     wait_until_up(f"{endpoint}/moto-api/", process, "moto S3 server", log)
     print(f"[stack] S3 (moto) on {endpoint}", flush=True)
     return endpoint, process
@@ -129,7 +127,7 @@ def start_mlflow(
     env = dict(os.environ)
     if endpoint:
         env["MLFLOW_S3_ENDPOINT_URL"] = endpoint
-    command = [_executable("mlflow"), "server", "--backend-store-uri", backend]
+    command = [executable("mlflow"), "server", "--backend-store-uri", backend]
     command += ["--artifacts-destination", artifacts, "--host", host, "--port", str(port)]
     command += ["--workers", "1"]
     log = state / "mlflow.log"

@@ -104,6 +104,12 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def distributed() -> bool:
+    """Whether this process trains in a group of several (a group of one, as a single Ray Train
+    worker has, trains exactly as a plain process)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the gradients of every rank and keeps this rank's slice.
 
@@ -127,7 +133,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def _gather(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not distributed():
         return x
     if with_grad:
         return _GatherWithGrad.apply(x)
@@ -190,7 +196,7 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 def make_loader(pairs: PairSet, config: FinetuneConfig, epoch_seed: int = 0) -> DataLoader:
     """Shuffled pair batches; under DDP each rank gets its own equal-sized share."""
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         sampler = DistributedSampler(
             pairs, shuffle=True, seed=config.seed + epoch_seed, drop_last=True
         )
@@ -221,7 +227,7 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train for config.steps steps (from `start_step`); returns the per-step metrics.
 
-    Under an initialised process group the model is wrapped in DDP unless it already is.
+    In a process group of several the model is wrapped in DDP unless it already is.
     Step s sees the same batch and the same random draws whether the run got there in one go
     or resumed at `start_step` from a checkpoint of step `start_step` (model, optimizer and
     scheduler states): the same config gives the same numbers, interrupted or not.
@@ -229,7 +235,7 @@ def fit(
     `prepare_loader` wraps each epoch's loader (e.g. Ray Train's prepare_data_loader).
     """
     device = torch.device(device)
-    ddp = dist.is_available() and dist.is_initialized()
+    ddp = distributed()
     rank = dist.get_rank() if ddp else 0
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")

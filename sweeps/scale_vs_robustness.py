@@ -19,6 +19,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -79,6 +80,24 @@ class SweepState:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.values, indent=2) + "\n")
         tmp.replace(self.path)
+
+
+class StageClock:
+    """Wall seconds per stage of one sweep process, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.monotonic() - started, 1)
+
+    def line(self) -> str:
+        return ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.seconds.items())
 
 
 def make_progress_callback(stage: str, total: int, on_result: Callable, stops_trials: bool = False):
@@ -341,9 +360,11 @@ class Sweep:
         self.store.put(job["key"], record)
         self.log_finetune(record)
         metrics = record["metrics"]
+        resumed = int(metrics.get("resumed_at_step", 0))
         return (
             f"{job['n_pairs']} pairs, R-precision top-1 {metrics.get('r_precision_top1', 0):.3f},"
             f" drift {metrics.get('teacher_drift', 0):.3f}"
+            + (f" (resumed from its step-{resumed} checkpoint)" if resumed else "")
         )
 
     def log_baseline(self, baseline: dict) -> None:
@@ -809,16 +830,19 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     from sweeps.tracking import TrackingError, code_version, flatten, package_versions
 
     started = time.monotonic()
+    clock = StageClock()
     # MLflow prints two links per run it ends when tracking to a server: a hundred lines for a
     # sweep; the sweep prints where to look at its end instead.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
-        preflight(config, args)
-        data_root(config)  # before Ray starts: the corpus builder forks worker processes
+        with clock("setup"):
+            preflight(config, args)
+            data_root(config)  # before Ray starts: the corpus builder forks worker processes
     except (DatasetError, StorageError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    start_ray(config)
+    with clock("ray start"):
+        start_ray(config)
     try:
         sweep = Sweep(config, args)
         print(
@@ -827,7 +851,8 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            stage0 = run_stage0(config)
+            with clock("stage 0"):
+                stage0 = run_stage0(config)
         except DatasetError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -851,15 +876,22 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
         sweep.log_stage0 = not existed
         tuned, missing = None, []
         if config.search.mode == "optuna":
-            tuned, missing = sweep.search(stage0)
+            with clock("search"):
+                tuned, missing = sweep.search(stage0)
         if not sweep.interrupted:
-            encoders, missing_finetunes = sweep.finetune(stage0, tuned)
+            with clock("stage 1"):
+                encoders, missing_finetunes = sweep.finetune(stage0, tuned)
             missing += missing_finetunes
         if not sweep.interrupted:
-            evaluations, missing_evaluations = sweep.evaluate(stage0, encoders)
+            # the evaluator and generator train beside stage 1; what is left of them shows here
+            with clock("model wait"):
+                sweep.ready_models(stage0)
+            with clock("stage 2"):
+                evaluations, missing_evaluations = sweep.evaluate(stage0, encoders)
             missing += missing_evaluations
         if not sweep.interrupted:
-            table = sweep.report(evaluations)
+            with clock("report"):
+                table = sweep.report(evaluations)
     finally:
         ray.shutdown()
     if sweep.interrupted:
@@ -876,9 +908,13 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
         f"{config.tracking.experiment!r}, parent run 'sweep {config.name} {sweep.key}', "
         f"metrics fid/* against step = fine-tuning pairs)"
     )
-    sweep.state.save(status="finished" if not missing else "running")
+    clock.seconds["total"] = round(time.monotonic() - started, 1)
+    sweep.state.save(status="finished" if not missing else "running", seconds=clock.seconds)
+    sweep.tracker.parent_metrics(
+        {f"seconds/{k.replace(' ', '_')}": v for k, v in clock.seconds.items()}
+    )
     sweep.tracker.finish("FINISHED" if not missing else "FAILED")
-    print(f"[sweep] done in {time.monotonic() - started:.0f} s", flush=True)
+    print(f"[sweep] done in {clock.seconds['total']:.0f} s ({clock.line()})", flush=True)
     return 0 if not missing else 1
 
 

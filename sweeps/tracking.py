@@ -96,6 +96,7 @@ def code_version(root: Path) -> str:
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

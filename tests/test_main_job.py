@@ -6,10 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+
+from sweeps.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
@@ -38,7 +43,7 @@ def run_job(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
@@ -52,13 +57,73 @@ def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
     return client, runs, kinds
 
 
-def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
-    args = ("--config", str(SMOKE), f"workdir={tmp_path}")
-    first = run_job(*args, env=PLANTED)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "[stage 1] 2 fine-tunes: 0 finished earlier, 2 to run" in first.stdout
-    assert "[stage 2] 6 evaluations" in first.stdout
-    assert "0 (original)" in first.stdout and "char-swap b1" in first.stdout
+def run_killing_a_train_worker(tmp_path: Path, args: tuple, env: dict) -> tuple[int, str]:
+    """Run the sweep; once both fine-tunes have a registered Ray Train checkpoint, SIGKILL one
+    Ray Train worker process. (exit code, output)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
+    with (tmp_path / "sweep.log").open("w+") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + 300
+        killed = None
+        while killed is None and process.poll() is None and time.monotonic() < deadline:
+            # the snapshot is written once Ray Train has registered a checkpoint of the run
+            runs = list((tmp_path / "ray").glob("ft-*/checkpoint_manager_snapshot.json"))
+            workers = [
+                proc
+                for proc in psutil.process_iter(["cmdline"])
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or [])
+            ]
+            if len(runs) == 2 and workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.1)
+        process.wait(timeout=600)
+        log.seek(0)
+        output = log.read()
+    assert killed is not None, "no Ray Train worker to kill:\n" + output[-3000:]
+    return process.returncode, output
+
+
+def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
+    """The final loss and test scores of the record's fine-tune, run in one go in this process."""
+    from moclip.training import fit
+    from sweeps.jobs import prepare_finetune
+    from sweeps.stage0 import data_root
+
+    torch.set_num_threads(1)  # as the Ray worker
+    run = prepare_finetune(config, record["job"], data_root(config))
+    history = fit(
+        run.model,
+        run.pairs,
+        run.tokenizer,
+        run.teacher,
+        run.config,
+        "cpu",
+        run.optimizer,
+        run.scheduler,
+    )
+    return {"loss": history[-1]["loss"], **run.test_scores(run.model, torch.device("cpu"))}
+
+
+def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_them(tmp_path):
+    # long enough fine-tunes, with checkpoints, for a worker to die mid-way
+    steps = ("finetune.steps=24", "ray.checkpoint_every=4")
+    args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
+    code, output = run_killing_a_train_worker(tmp_path, args, PLANTED)
+    assert code == 0, output[-3000:]
+    # the killed worker's fine-tune restarted from its last checkpoint and gives the numbers of
+    # an uninterrupted run
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("ft-*.json")]
+    (resumed,) = [r for r in records if r["metrics"]["resumed_at_step"] > 0]
+    assert "resumed from its step-" in output
+    expected = uninterrupted_finetune(load_config(SMOKE, [f"workdir={tmp_path}", *steps]), resumed)
+    for name, value in expected.items():
+        assert resumed["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    assert "[stage 1] 2 fine-tunes: 0 finished earlier, 2 to run" in output
+    assert "[stage 2] 6 evaluations" in output
+    assert "0 (original)" in output and "char-swap b1" in output
 
     client, runs, kinds = smoke_runs(tmp_path)
     parents, finetunes, evaluations = kinds["sweep"], kinds["finetune"], kinds["evaluation"]
@@ -81,7 +146,7 @@ def test_smoke_sweep_logs_every_trial_once_and_reuses_them(tmp_path):
     assert (tmp_path / "sweeps").is_dir()
 
     secrets = [PLANTED[k] for k in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD")]
-    assert not any(secret in first.stdout + first.stderr for secret in secrets)
+    assert not any(secret in output for secret in secrets)
     for run in runs:
         values = [*run.data.params.values(), *run.data.tags.values()]
         assert not any(secret in value for secret in secrets for value in values)
@@ -121,7 +186,7 @@ def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
     # the best search trial of each fraction is the seed-0 fine-tune of stage 1: not rerun
     assert "[stage 1] 2 fine-tunes: 2 finished earlier, 0 to run" in first.stdout
 
-    client, runs, kinds = smoke_runs(tmp_path)
+    _, runs, kinds = smoke_runs(tmp_path)
     searches, finetunes, evaluations = kinds["search"], kinds["finetune"], kinds["evaluation"]
     assert len(searches) == 4
     assert len(evaluations) == 6  # (original + 2 tuned encoders) x (clean, char-swap b1)

@@ -15,8 +15,16 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
 
-from cluster.tracking_stack import free_port
+from cluster.tracking_stack import (
+    executable,
+    free_port,
+    start,
+    start_mlflow,
+    stop,
+    wait_until_up,
+)
 from sweeps.config import ConfigError, StudyConfig, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +109,9 @@ def run_sweep(*args: str, env: dict | None = None) -> tuple[subprocess.Completed
     full_env.pop("MLFLOW_TRACKING_URI", None)
     command = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=300)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=full_env, timeout=300, check=False
+    )
     return result, time.monotonic() - started
 
 
@@ -132,3 +142,79 @@ def test_unreachable_storage_names_endpoint_and_bucket_without_secrets(tmp_path)
     assert "'moclip-results'" in error and f"http://{endpoint}" in error
     assert "cannot connect" in error and "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_refused_credentials_name_endpoint_and_bucket_without_secrets(tmp_path):
+    # moto checks signatures against its own IAM users when told to authorise every request
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = start(
+        [executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)], tmp_path / "s3.log", env
+    )
+    try:
+        wait_until_up(f"{endpoint}/moto-api/", server, "moto S3 server", tmp_path / "s3.log")
+        storage = f"s3://moclip-results/ray?endpoint_override=127.0.0.1:{port}&scheme=http"
+        keys = {"AWS_ACCESS_KEY_ID": "AKIAWRONGKEY0000", "AWS_SECRET_ACCESS_KEY": SECRET}
+        result, seconds = run_sweep(
+            "--config", str(SMOKE), f"workdir={tmp_path}", f"ray.storage_path={storage}", env=keys
+        )
+    finally:
+        stop(server)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert "'moclip-results'" in error and endpoint in error
+    assert "wrong credentials" in error and "Traceback" not in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert seconds < 60, seconds
+
+
+def test_sweep_rides_out_a_30_s_mlflow_outage(tmp_path):
+    """MLflow's client retries with backoff (7 tries over about two minutes by default): a
+    tracking server that goes away for 30 s, and takes its time to come back, costs the sweep
+    nothing but the wait."""
+    port = free_port()
+    server_args = (
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        str(tmp_path / "artifacts"),
+        None,
+        "127.0.0.1",
+        port,
+        tmp_path,
+    )
+    server = start_mlflow(*server_args)
+    uri = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable,
+        str(ROOT / "sweeps" / "scale_vs_robustness.py"),
+        "--config",
+        str(SMOKE),
+        f"workdir={tmp_path / 'work'}",
+        "--tracking-uri",
+        uri,
+    ]
+    sweep = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        lines = []
+        for line in sweep.stdout:
+            lines.append(line)
+            if line.startswith("[stage 1] 1/2 "):  # the other fine-tune is about to be logged
+                stop(server)
+                time.sleep(30)
+                server = start_mlflow(*server_args)
+                break
+        output = "".join(lines) + sweep.communicate(timeout=600)[0]
+        assert sweep.returncode == 0, output[-3000:]
+        assert "recording it failed" not in output
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("smoke")
+        runs = client.search_runs([experiment.experiment_id], max_results=100)
+    finally:
+        sweep.kill()
+        stop(server)
+    keys = [run.data.tags["trial_key"] for run in runs if "trial_key" in run.data.tags]
+    assert len(keys) == len(set(keys)) == 3 + 6  # baseline and 2 fine-tunes; 6 evaluations
+    assert all(run.info.status == "FINISHED" for run in runs)

@@ -1,0 +1,210 @@
+"""What Ray and MLflow cost and buy: the sweep's fine-tune + evaluation trials run through
+`sweeps/scale_vs_robustness.py` against the same work as a plain sequential Python loop, and the
+stage 0 of a second sweep against the first's.
+
+    python benchmarks/bench_sweep.py [--workdir moclip_runs/bench] [--steps 24]
+        [--sequential-threads 1 2]
+
+1. Stage 0 cold: the corpus, the evaluator and the generator built from nothing (what a first
+   sweep pays), in this process.
+2. A plain loop over N = 4 fine-tunes (2 fractions x 2 seeds, the default config's sizes),
+   each followed by its evaluations (clean and char-swap at budget 1), calling the same
+   functions the Ray trials call (`sweeps.jobs`), with torch on 1 thread (what each Ray
+   trial gets) and optionally on 2.
+3. The same N trials through the sweep (local Ray on every core, MLflow SQLite store), in a
+   subprocess with the stage-0 cache warm: speed-up = loop seconds / sweep stage 1 + 2
+   seconds, and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
+4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
+   called directly: the overhead of Ray + MLflow per trial, and for the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import describe_device
+
+from sweeps.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = [
+    "grid.fractions=[0.25,1.0]",
+    "grid.seeds=[0,1]",
+    "grid.w_distill=[1.0]",
+    "grid.baseline=false",
+    "attacks.recipes=[char-swap]",
+    "attacks.budgets=[1]",
+    "attacks.greedy=false",
+    "tracking.experiment=bench-sweep",
+]
+SINGLE = ["grid.fractions=[1.0]", "grid.seeds=[0]", "attacks.recipes=[]"]
+
+
+def overrides(workdir: Path, steps: int, extra: list[str]) -> list[str]:
+    return [*BASE, f"workdir={workdir}", f"finetune.steps={steps}", *extra]
+
+
+def cold_stage0(config) -> tuple[float, object]:
+    """Seconds to build the corpus, the prompt sets, the evaluator and the generator."""
+    from sweeps.scale_vs_robustness import start_ray
+    from sweeps.stage0 import data_root, run_stage0
+
+    started = time.monotonic()
+    data_root(config)
+    start_ray(config)
+    stage0 = run_stage0(config)
+    stage0.wait_for_models()
+    return time.monotonic() - started, stage0
+
+
+def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) -> float:
+    """Fine-tune, score retrieval, save and reload the checkpoint, then generate and score
+    under every condition: what one fine-tune trial and its evaluation trials do, without Ray."""
+    from moclip.model import load_checkpoint, save_checkpoint
+    from moclip.text_encoders import TextEmbedder
+    from moclip.training import fit
+    from sweeps.jobs import prepare_finetune
+
+    started = time.monotonic()
+    cpu = torch.device("cpu")
+    run = prepare_finetune(config, job, stage0.root)
+    fit(
+        run.model,
+        run.pairs,
+        run.tokenizer,
+        run.teacher,
+        run.config,
+        cpu,
+        run.optimizer,
+        run.scheduler,
+    )
+    run.test_scores(run.model, cpu)
+    path = folder / f"{job['key']}.pt"
+    save_checkpoint(path, run.model, run.meta(run.config.steps))
+    model, tokenizer, _, _ = load_checkpoint(path, cpu)
+    embedder = TextEmbedder(model.text, tokenizer)
+    for recipe, budget in conditions:
+        scorer.score(embedder, recipe, budget)
+    return time.monotonic() - started
+
+
+def sequential(config, stage0, threads: int, folder: Path) -> list[float]:
+    """Seconds of each trial of the grid, one after another on `threads` torch threads."""
+    from sweeps.jobs import Scorer
+    from sweeps.plan import conditions, finetune_jobs
+
+    torch.set_num_threads(threads)
+    scorer = Scorer(stage0.payload(config), torch.device("cpu"))
+    seconds = []
+    for job in finetune_jobs(config, stage0):
+        seconds.append(direct_trial(config, stage0, job, conditions(config), scorer, folder))
+        print(f"  loop ({threads} thread(s)) {job['name']}: {seconds[-1]:.1f} s", flush=True)
+    return seconds
+
+
+def sweep(shared: Path, name: str, args: list[str]) -> tuple[float, dict[str, float]]:
+    """Run the sweep in a subprocess in a fresh workdir that shares `shared`'s corpus and
+    stage-0 cache; (process wall seconds, the sweep's own seconds per stage)."""
+    workdir = shared.parent / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    for part in ("data", "cache"):
+        (workdir / part).symlink_to((shared / part).resolve())
+    command = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
+    command = [arg.replace(str(shared), str(workdir)) for arg in command]
+    started = time.monotonic()
+    log = workdir / "sweep.log"
+    with log.open("w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    wall = time.monotonic() - started
+    if code != 0:
+        raise SystemExit(f"the sweep {name} failed (exit {code}); see {log}")
+    (state,) = (workdir / "sweeps").glob("*/state.json")
+    return wall, json.loads(state.read_text())["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "moclip_runs" / "bench" / "shared")
+    parser.add_argument("--steps", type=int, default=24, help="fine-tuning steps per trial")
+    parser.add_argument("--sequential-threads", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    grid = overrides(workdir, args.steps, [])
+    config = load_config(ROOT / "sweeps" / "configs" / "default.yaml", grid)
+    print(f"machine: {os.cpu_count()} cores, {describe_device(torch.device('cpu'))}")
+    print(f"config: default.yaml with {' '.join(grid)}", flush=True)
+
+    print("\n1. stage 0 from nothing", flush=True)
+    stage0_cold, stage0 = cold_stage0(config)
+    import ray
+
+    ray.shutdown()
+    print(f"  {stage0_cold:.1f} s", flush=True)
+
+    print("\n2. plain sequential loop", flush=True)
+    checkpoints = workdir / "direct"
+    checkpoints.mkdir()
+    loops = {t: sequential(config, stage0, t, checkpoints) for t in args.sequential_threads}
+    torch.set_num_threads(1)
+    single_config = load_config(
+        ROOT / "sweeps" / "configs" / "default.yaml", overrides(workdir, args.steps, SINGLE)
+    )
+    from sweeps.jobs import Scorer
+    from sweeps.plan import conditions, finetune_jobs
+
+    single_job = finetune_jobs(single_config, stage0)[0]
+    scorer = Scorer(stage0.payload(single_config), torch.device("cpu"))
+    direct_single = direct_trial(
+        single_config, stage0, single_job, conditions(single_config), scorer, checkpoints
+    )
+    print(f"  one trial, clean only, called directly: {direct_single:.1f} s", flush=True)
+
+    print("\n3. the same trials through the sweep", flush=True)
+    grid_wall, grid_stages = sweep(workdir, "sweep-grid", grid)
+    print(f"  {grid_wall:.1f} s; {json.dumps(grid_stages)}", flush=True)
+    print("\n4. one trial through the sweep", flush=True)
+    one_wall, one_stages = sweep(workdir, "sweep-one", overrides(workdir, args.steps, SINGLE))
+    print(f"  {one_wall:.1f} s; {json.dumps(one_stages)}", flush=True)
+
+    trials = grid_stages["stage 1"] + grid_stages["model wait"] + grid_stages["stage 2"]
+    second_stage0 = grid_stages["setup"] + grid_stages["stage 0"] + grid_stages["model wait"]
+    one_trial = one_stages["stage 1"] + one_stages["model wait"] + one_stages["stage 2"]
+    n = len(finetune_jobs(config, stage0))
+    print(f"\n{n} fine-tunes x {len(conditions(config))} conditions, {args.steps} steps each")
+    print("\n| measure | seconds | ratio |\n|---|---:|---:|")
+    for threads, seconds in loops.items():
+        total = sum(seconds)
+        print(
+            f"| loop, {threads} thread(s), {n} trials | {total:.1f} | speed-up of the sweep "
+            f"{total / trials:.2f}x (goal >= 1.7x) |"
+        )
+    print(f"| sweep, stages 1 + 2, {n} trials | {trials:.1f} | |")
+    print(f"| sweep, whole process, {n} trials | {grid_wall:.1f} | |")
+    print(f"| one trial called directly | {direct_single:.1f} | |")
+    print(
+        f"| one trial through the sweep, stages 1 + 2 | {one_trial:.1f} | overhead "
+        f"{100 * (one_trial / direct_single - 1):+.1f} % (goal <= 10 %) |"
+    )
+    print(
+        f"| one trial through the sweep, whole process | {one_wall:.1f} | overhead "
+        f"{100 * (one_wall / direct_single - 1):+.1f} % |"
+    )
+    print(f"| stage 0, first sweep (cold) | {stage0_cold:.1f} | |")
+    print(
+        f"| stage 0, second sweep (setup + stage 0 + model wait) | {second_stage0:.1f} | "
+        f"{100 * second_stage0 / stage0_cold:.1f} % of the first (goal <= 5 %) |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""What one fine-tune and one evaluation compute, without Ray: the pieces of a fine-tune job
+(`prepare_finetune`) and the scorer of evaluation trials (`Scorer`). `sweeps/trials.py` wraps
+them in Ray Train and Ray Tune; benchmarks call them directly to measure what Ray adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sweeps.config import StudyConfig, config_from_dict
+from sweeps.plan import finetune_config
+
+
+def load_bytes(blob: bytes, loader, device):
+    """`loader(path, device)` on a model file given as bytes (as Ray's object store holds it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt"
+        path.write_bytes(blob)
+        return loader(path, device)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without moving torch's, numpy's or Python's global random state, so scoring
+    a checkpoint mid-training leaves the rest of the run as it would have been."""
+    states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class Scorer:
+    """The frozen generator and evaluator with the evaluation prompts and the transfer sets
+    (what `Stage0.payload` carries): scores any text encoder under any attack condition."""
+
+    def __init__(self, payload: dict, device: torch.device) -> None:
+        from moclip.attacks.perturb import PerturbedPrompt
+        from moclip.evaluation.evaluator import load_evaluator
+        from moclip.generation.diffusion import load_generator
+
+        self.study = config_from_dict(payload["study"])
+        self.evaluator, _ = load_bytes(payload["evaluator"], load_evaluator, device)
+        self.generator, _ = load_bytes(payload["generator"], load_generator, device)
+        self.generator.config = dataclasses.replace(
+            self.generator.config,
+            sample_steps=self.study.evaluation.ddim_steps,
+            guidance=self.study.evaluation.guidance,
+        )
+        self.prompts, self.lengths = payload["prompts"], payload["lengths"]
+        self.transfer = {
+            key: [PerturbedPrompt(**row) for row in rows]
+            for key, rows in payload["transfer"].items()
+        }
+
+    def perturbed(self, recipe: str, budget: int, embedder, count: int):
+        """The first `count` prompts under (recipe, budget): None for clean prompts, the stored
+        transfer set, or the greedy white-box attack on `embedder` itself."""
+        from moclip.attacks.perturb import perturb
+
+        if recipe == "none":
+            return None
+        if recipe == "greedy":
+            attacks = self.study.attacks
+            return perturb(
+                self.prompts[:count], attacks.greedy_recipe, budget, attacks.seed, encoder=embedder
+            )
+        return self.transfer[f"{recipe}|{budget}"][:count]
+
+    def score(
+        self,
+        embedder,
+        recipe: str,
+        budget: int,
+        count: int = 0,
+        repeats: int = 0,
+        multimodality: bool = True,
+    ):
+        """(every metric of `evaluate`, the perturbed records or None) on the first `count`
+        prompts (0: all), over `repeats` generation repeats (0: the configured number)."""
+        from moclip.attacks.perturb import set_statistics
+        from moclip.evaluation.evaluate import evaluate
+
+        count = count or len(self.prompts)
+        clean = self.prompts[:count]
+        records = self.perturbed(recipe, budget, embedder, count)
+        evaluation = self.study.evaluation
+        metrics = evaluate(
+            self.generator,
+            embedder,
+            clean,
+            [r.perturbed for r in records] if records else clean,
+            self.lengths[:count],
+            self.evaluator,
+            repeats=repeats or evaluation.repeats,
+            seed=evaluation.seed,
+            mm_prompts=evaluation.mm_prompts if multimodality else 0,
+        )
+        if records:
+            metrics.update({f"attack_{k}": v for k, v in set_statistics(records, embedder).items()})
+        return metrics, records
+
+    def objective(self, embedder) -> tuple[float, dict[str, float]]:
+        """Optuna mode's objective: `search.objective` under `search.objective_attack` at the
+        largest budget, on `search.prompts` prompts, one repeat; "strongest" takes the worst
+        value over every configured attack. Returns (value, value per attack)."""
+        search, attacks = self.study.search, self.study.attacks
+        budget = max(attacks.budgets)
+        if search.objective_attack == "strongest":
+            recipes = [*attacks.recipes, *(["greedy"] if attacks.greedy else [])]
+        else:
+            recipes = [search.objective_attack]
+        metric = "r_precision_top3" if search.objective == "r_precision_top3" else "fid"
+        clean_fid = None
+        cheap = {"count": search.prompts, "repeats": 1, "multimodality": False}
+        if search.objective == "delta_fid":
+            clean_fid = self.score(embedder, "none", 0, **cheap)[0]["fid"]
+        values = {}
+        for recipe in recipes:
+            metrics, _ = self.score(embedder, recipe, 0 if recipe == "none" else budget, **cheap)
+            values[recipe] = metrics[metric] - (clean_fid if clean_fid is not None else 0.0)
+        worst = max if search.direction == "min" else min
+        return worst(values.values()), values
+
+
+@dataclasses.dataclass
+class FinetuneRun:
+    """One fine-tune job's data, model, teacher and optimiser, built from the study config."""
+
+    study: StudyConfig
+    job: dict
+    root: str
+    train: object  # MotionDataset
+    subset: object  # MotionDataset: the job's nested subset of train
+    pairs: object  # PairSet
+    config: object  # moclip.training.FinetuneConfig
+    model: torch.nn.Module
+    tokenizer: object
+    teacher: object  # TeacherCache
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+    def meta(self, step: int):
+        """The checkpoint metadata at `step`."""
+        from moclip.model import CheckpointMeta
+
+        return CheckpointMeta(
+            step=step,
+            text_spec=self.study.encoder,
+            motion_config=self.study.motion_encoder,
+            skeleton=self.train.skeleton.name,
+            train_config=self.config.to_dict(),
+            data_fingerprint=self.subset.fingerprint(),
+            mean=self.train.mean,
+            std=self.train.std,
+        )
+
+    def restore(self, path: Path) -> int:
+        """Load a checkpoint written with its optimiser; the step to go on from."""
+        from moclip.model import CHECKPOINT_FORMAT
+        from moclip.storage import load_state
+
+        state = load_state(path, "MoCLIP checkpoint", CHECKPOINT_FORMAT, "")
+        self.model.load_state_dict(state["model"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        return state["step"]
+
+    def test_scores(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Retrieval on the test split (batch-32 R-precision, R@k, teacher drift)."""
+        from moclip.retrieval import evaluate_retrieval
+        from sweeps.stage0 import load_split
+
+        test = load_split(self.study.data.kind, self.root, "test")
+        scores = evaluate_retrieval(
+            model,
+            self.tokenizer,
+            self.teacher,
+            test,
+            self.train.mean,
+            self.train.std,
+            seed=self.job["seed"],
+            device=device,
+        )
+        return {k: v for k, v in scores.items() if not k.startswith("num_")}
+
+
+def prepare_finetune(study: StudyConfig, job: dict, root: str) -> FinetuneRun:
+    """Everything a fine-tune of `job` (fraction, seed, loss weights) needs, on the CPU."""
+    from moclip.data.subsets import nested_subset
+    from moclip.model import build_moclip
+    from moclip.pairs import PairSet
+    from moclip.text_encoders import TeacherCache, frozen_copy
+    from moclip.training import make_optimizer
+    from sweeps.stage0 import load_split
+
+    train = load_split(study.data.kind, root, "train")
+    subset = train.subset(nested_subset(train.motion_ids, job["fraction"], job["seed"]))
+    config = finetune_config(study, job)
+    model, tokenizer = build_moclip(
+        study.encoder, train.skeleton, study.motion_encoder, seed=job["seed"]
+    )
+    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    optimizer, scheduler = make_optimizer(model, config)
+    return FinetuneRun(
+        study=study,
+        job=job,
+        root=root,
+        train=train,
+        subset=subset,
+        pairs=PairSet(subset, train.mean, train.std),
+        config=config,
+        model=model,
+        tokenizer=tokenizer,
+        teacher=teacher,
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )
