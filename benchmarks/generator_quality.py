@@ -4,6 +4,16 @@ from), and the real motions' ground truth.
 
     python benchmarks/generator_quality.py --data DIR --generator G.pt --evaluator E.pt
         [--encoder hf] [--repeats 3] [--steps 20] [--limit 0]
+    python benchmarks/generator_quality.py --data DIR --num-motions 5000 \\
+        --generator G.pt --generator-steps 2000 --evaluator E.pt --evaluator-steps 600
+
+A missing corpus (with --num-motions), evaluator or generator file is built first and timed,
+so the second form is the whole experiment from nothing in one command.
+
+Both columns share each repeat's noise seeds (the control only permutes the prompts), so
+besides each column's mean ± 95 % interval over repeats the script reports the paired
+difference, generator minus control, per repeat: its interval is what says whether the
+generator is better, since the noise common to both columns cancels in it.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from moclip.evaluation.evaluate import evaluate
 from moclip.evaluation.evaluator import load_evaluator
 from moclip.evaluation.train_evaluator import one_caption_per_motion
 from moclip.generation.diffusion import load_generator
+from moclip.metrics import mean_interval
 from moclip.text_encoders import (
     PrecomputedEmbedder,
     TextEmbedder,
@@ -29,6 +40,47 @@ from moclip.text_encoders import (
 )
 
 METRICS = ("fid", "r_precision_top1", "r_precision_top3", "mm_dist", "diversity")
+BETTER = {
+    "fid": "lower",
+    "r_precision_top1": "higher",
+    "r_precision_top3": "higher",
+    "mm_dist": "lower",
+}
+
+
+def build_missing(args, embedder) -> dict[str, float]:
+    """Build the corpus, train the evaluator and the generator where their files are missing;
+    seconds per part."""
+    from moclip.data.synthetic import build_corpus
+    from moclip.evaluation.evaluator import save_evaluator
+    from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
+    from moclip.generation.diffusion import DiffusionConfig, save_generator
+    from moclip.generation.train_generator import train_generator
+
+    seconds = {}
+    if not (args.data / "corpus.json").is_file() and args.num_motions:
+        started = time.monotonic()
+        build_corpus(args.data, args.num_motions, args.seed)
+        seconds["corpus"] = time.monotonic() - started
+    train = test = None
+    if not args.evaluator.is_file():
+        started = time.monotonic()
+        train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+        evaluator, _ = train_evaluator(train, args.evaluator_steps, seed=args.seed)
+        figures = ground_truth_figures(evaluator, train, test, args.seed)
+        save_evaluator(args.evaluator, evaluator, train.fingerprint(), figures)
+        seconds["evaluator"] = time.monotonic() - started
+    if not args.generator.is_file():
+        started = time.monotonic()
+        train = train or load_dataset(args.data, "train")
+        config = DiffusionConfig(width=args.width, layers=args.layers)
+        generator, losses = train_generator(
+            train, embedder, args.generator_steps, args.batch_size, seed=args.seed, config=config
+        )
+        summary = {"final_loss": float(np.mean(losses[-100:])), "steps": args.generator_steps}
+        save_generator(args.generator, generator, train.fingerprint(), summary)
+        seconds["generator (with caption embedding)"] = time.monotonic() - started
+    return seconds
 
 
 def main() -> None:
@@ -43,57 +95,71 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embeddings", type=Path, help="precomputed caption embeddings (.npz)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    build = parser.add_argument_group("building what is missing")
+    build.add_argument("--num-motions", type=int, default=0, help="synthetic corpus size")
+    build.add_argument("--evaluator-steps", type=int, default=600)
+    build.add_argument("--generator-steps", type=int, default=2000)
+    build.add_argument("--batch-size", type=int, default=64)
+    build.add_argument("--width", type=int, default=128)
+    build.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
 
-    test = load_dataset(args.data, "test")
-    generator, _ = load_generator(args.generator, args.device)
-    evaluator, evaluator_state = load_evaluator(args.evaluator, args.device)
+    started = time.monotonic()
     if args.embeddings:
         embedder = PrecomputedEmbedder.load(args.embeddings)
     else:
         encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind=args.encoder))
         embedder = TextEmbedder(encoder, tokenizer)
+    seconds = build_missing(args, embedder)
+    test = load_dataset(args.data, "test")
+    generator, _ = load_generator(args.generator, args.device)
+    evaluator, evaluator_state = load_evaluator(args.evaluator, args.device)
     items = test.items[: args.limit or None]
     prompts = one_caption_per_motion(test, args.seed)[: len(items)]
     lengths = [min(item.num_frames, generator.config.max_frames) for item in items]
     shuffled = [prompts[i] for i in np.random.default_rng(args.seed).permutation(len(prompts))]
     generator.config = replace(generator.config, sample_steps=args.steps)
 
-    started = time.perf_counter()
-    real = evaluate(
-        generator,
-        embedder,
-        prompts,
-        prompts,
-        lengths,
-        evaluator,
-        args.repeats,
-        args.seed,
-        mm_prompts=0,
-    )
-    seconds = time.perf_counter() - started
-    control = evaluate(
-        generator,
-        embedder,
-        prompts,
-        shuffled,
-        lengths,
-        evaluator,
-        args.repeats,
-        args.seed,
-        mm_prompts=0,
-    )
+    evaluation_started = time.monotonic()
+    columns: dict[str, dict[str, list[float]]] = {"generator": {}, "control": {}}
+    for repeat in range(args.repeats):
+        for column, used in (("generator", prompts), ("control", shuffled)):
+            scores = evaluate(
+                generator,
+                embedder,
+                prompts,
+                used,
+                lengths,
+                evaluator,
+                repeats=1,
+                seed=args.seed + repeat,
+                mm_prompts=0,
+            )
+            for name in METRICS:
+                columns[column].setdefault(name, []).append(scores[name])
+    seconds["evaluation"] = time.monotonic() - evaluation_started
     truth = evaluator_state["figures"]
-    print(f"{len(prompts)} test prompts, {args.repeats} repeats, {args.steps} DDIM steps")
-    print(f"\n{'metric':<18} {'generator':>18} {'shuffled control':>18} {'real motions':>14}")
+    print(f"\n{len(prompts)} test prompts, {args.repeats} repeats, {args.steps} DDIM steps")
+    print("\n| metric | generator | shuffled control | generator - control | real motions |")
+    print("|---|---:|---:|---:|---:|")
     for name in METRICS:
         gt = truth.get(name, truth.get("fid_train_vs_test") if name == "fid" else float("nan"))
-        print(
-            f"{name:<18} {real[name]:10.3f} ± {real[name + '_ci95']:5.3f} "
-            f"{control[name]:10.3f} ± {control[name + '_ci95']:5.3f} {gt:14.3f}"
-        )
-    per_thousand = seconds / (args.repeats * len(prompts)) * 1000
-    print(f"\ngeneration + scoring: {per_thousand:.0f} s per 1000 motions on this machine")
+        real, control = columns["generator"][name], columns["control"][name]
+        cells = [mean_interval(real), mean_interval(control)]
+        cells.append(mean_interval(np.subtract(real, control)))
+        text = " | ".join(f"{m:.3f} ± {ci:.3f}" for m, ci in cells)
+        difference, interval = cells[2]
+        verdict = ""
+        if name in BETTER:
+            better = difference < -interval if BETTER[name] == "lower" else difference > interval
+            verdict = " (better)" if better else " (not separated)"
+        print(f"| {name} | {text}{verdict} | {gt:.3f} |")
+    motions = 2 * args.repeats * len(prompts)
+    print(
+        f"\ngeneration + scoring: {seconds['evaluation'] / motions * 1000:.0f} s per 1000 motions"
+    )
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    print(f"total: {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -311,8 +311,9 @@ class Sweep:
             f"{config.ray.num_workers} worker(s) each)",
             flush=True,
         )
-        baseline = baseline_encoder(config)
-        self.log_baseline(baseline)
+        baseline = baseline_encoder(config) if config.grid.baseline else None
+        if baseline:
+            self.log_baseline(baseline)
         for job in jobs:
             if job not in todo:
                 self.log_finetune(self.store.get(job["key"]))
@@ -338,7 +339,7 @@ class Sweep:
         missing = [job["name"] for job, record in zip(jobs, records) if record is None]
         if missing:
             print(f"[stage 1] not finished: {', '.join(missing)}", flush=True)
-        encoders = [{**baseline, "drift": 1.0}]
+        encoders = [{**baseline, "drift": 1.0}] if baseline else []
         for record in filter(None, records):
             encoders.append(
                 {
