@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from cluster.tracking_stack import free_port, start_mlflow, stop
 from sweeps.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,13 +168,15 @@ def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):
     assert "unknown key grid.fractons" in result.stderr.strip().splitlines()[-1]
 
 
-def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
+def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
+    # one fraction: the search runs fraction by fraction, each the same way
     args = (
         "--config",
         str(SMOKE),
         f"workdir={tmp_path}",
         "--search",
         "optuna",
+        "grid.fractions=[1.0]",
         "search.trials=2",
         "search.w_distill=[0.0, 2.0]",
         "finetune.steps=4",
@@ -181,38 +184,34 @@ def test_optuna_mode_tunes_each_fraction_and_evaluates_its_best(tmp_path):
     )
     first = run_job(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "[search] fraction 0.5 (288 pairs): 2 Optuna trials, 0 finished earlier" in first.stdout
-    assert "[search] fraction 1 (576 pairs): 2 Optuna trials" in first.stdout
-    # the best search trial of each fraction is the seed-0 fine-tune of stage 1: not rerun
-    assert "[stage 1] 2 fine-tunes: 2 finished earlier, 0 to run" in first.stdout
+    assert "[search] fraction 1 (576 pairs): 2 Optuna trials, 0 finished earlier" in first.stdout
+    # the best search trial is the seed-0 fine-tune of stage 1: not rerun
+    assert "[stage 1] 1 fine-tunes: 1 finished earlier, 0 to run" in first.stdout
 
-    _, runs, kinds = smoke_runs(tmp_path)
-    searches, finetunes, evaluations = kinds["search"], kinds["finetune"], kinds["evaluation"]
-    assert len(searches) == 4
-    assert len(evaluations) == 6  # (original + 2 tuned encoders) x (clean, char-swap b1)
-    for fraction in ("0.5", "1"):
-        trials = [r for r in searches if r.data.tags["fraction"] == fraction]
-        assert len(trials) == 2
-        for run in trials:
-            assert 0.0 <= float(run.data.params["w_distill"]) <= 2.0
-            assert 1e-6 <= float(run.data.params["lr_text"]) <= 1e-4
-            assert run.data.metrics["steps_trained"] in (2.0, 4.0)
-            assert run.data.metrics["objective"] > 0
-        complete = [r for r in trials if r.data.tags["outcome"] == "complete"]
-        best = min(complete, key=lambda r: r.data.metrics["objective"])
-        # every fully trained search trial is a fine-tune run; only the best is evaluated
-        finetuned = {r.data.params.get("w_distill") for r in finetunes}
-        assert {r.data.params["w_distill"] for r in complete} <= finetuned
-        evaluated = [r for r in evaluations if r.data.tags["fraction"] == fraction]
-        assert len(evaluated) == 2  # clean, char-swap b1
-        assert {r.data.params["w_distill"] for r in evaluated} == {best.data.params["w_distill"]}
-    parent = kinds["sweep"][0]
-    assert "search/best_objective" in parent.data.metrics
+    _, _, kinds = smoke_runs(tmp_path)
+    trials, finetunes, evaluations = kinds["search"], kinds["finetune"], kinds["evaluation"]
+    assert len(trials) == 2
+    assert len(evaluations) == 4  # (original + the tuned encoder) x (clean, char-swap b1)
+    for run in trials:
+        assert run.data.tags["fraction"] == "1"
+        assert 0.0 <= float(run.data.params["w_distill"]) <= 2.0
+        assert 1e-6 <= float(run.data.params["lr_text"]) <= 1e-4
+        assert run.data.metrics["steps_trained"] in (2.0, 4.0)
+        assert run.data.metrics["objective"] > 0
+    complete = [r for r in trials if r.data.tags["outcome"] == "complete"]
+    best = min(complete, key=lambda r: r.data.metrics["objective"])
+    # every fully trained search trial is a fine-tune run; only the best is evaluated
+    finetuned = {r.data.params.get("w_distill") for r in finetunes}
+    assert {r.data.params["w_distill"] for r in complete} <= finetuned
+    evaluated = [r for r in evaluations if r.data.tags["fraction"] == "1"]
+    assert len(evaluated) == 2  # clean, char-swap b1
+    assert {r.data.params["w_distill"] for r in evaluated} == {best.data.params["w_distill"]}
+    assert "search/best_objective" in kinds["sweep"][0].data.metrics
 
 
-
-def run_until(args: tuple, prefix: str, stop: int) -> tuple[int, str]:
-    """Run the sweep and send `stop` at its first output line starting with `prefix`."""
+def run_until(args: tuple, prefix: str, stop) -> tuple[int, str]:
+    """Run the sweep; at its first output line starting with `prefix` send it the signal
+    `stop`, or call `stop(process)`, and let it go on. (exit code, output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
@@ -220,12 +219,18 @@ def run_until(args: tuple, prefix: str, stop: int) -> tuple[int, str]:
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(prefix):
-            process.send_signal(stop)
-            break
-    output = "".join(lines) + process.communicate(timeout=300)[0]
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(prefix):
+                if isinstance(stop, int):
+                    process.send_signal(stop)
+                else:
+                    stop(process)
+                break
+        output = "".join(lines) + process.communicate(timeout=600)[0]
+    finally:
+        process.kill()
     return process.returncode, output
 
 
@@ -240,31 +245,54 @@ def finished_finetunes(workdir: Path) -> dict[str, int]:
     return records
 
 
-def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
-    """SIGINT mid stage 1, then SIGKILL of the resumed run, then a resume that finishes."""
-    args = ("--config", str(SMOKE), f"workdir={tmp_path}", "grid.seeds=[0,1]")
-    code, output = run_until(args, "[stage 1] 1/4 ", signal.SIGINT)
-    assert code == 130, output[-3000:]
-    assert "Run the same command with --resume" in output
-    interrupted = finished_finetunes(tmp_path)
-    assert 1 <= len(interrupted) < 4
-
-    # killed outright: nothing runs its cleanup; every record it leaves is whole
-    code, output = run_until((*args, "--resume"), "[stage 1] 1/", signal.SIGKILL)
-    assert code == -signal.SIGKILL, output[-3000:]
-    assert f"4 fine-tunes: {len(interrupted)} finished earlier" in output
-    killed = finished_finetunes(tmp_path)
-    assert len(interrupted) < len(killed) <= 4
-
-    resumed = run_job(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "[sweep] resuming" in resumed.stdout
-    assert f"4 fine-tunes: {len(killed)} finished earlier, {4 - len(killed)} to run" in (
-        resumed.stdout
+def test_sweep_survives_interrupts_and_an_mlflow_outage(tmp_path):
+    """Against a real `mlflow server`: SIGINT mid stage 1, then SIGKILL of the resumed run, then
+    a resume that finishes although the server goes away for 30 s in its stage 2 (MLflow's
+    client retries with backoff: 7 tries over about two minutes by default)."""
+    port = free_port()
+    server_args = (
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        str(tmp_path / "artifacts"),
+        None,
+        "127.0.0.1",
+        port,
+        tmp_path,
     )
+    server = start_mlflow(*server_args)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        args = ("--config", str(SMOKE), f"workdir={tmp_path}", "grid.seeds=[0,1]")
+        args += ("--tracking-uri", uri)
+        code, output = run_until(args, "[stage 1] 1/4 ", signal.SIGINT)
+        assert code == 130, output[-3000:]
+        assert "Run the same command with --resume" in output
+        interrupted = finished_finetunes(tmp_path)
+        assert 1 <= len(interrupted) < 4
+
+        # killed outright: nothing runs its cleanup; every record it leaves is whole
+        code, output = run_until((*args, "--resume"), "[stage 1] 1/", signal.SIGKILL)
+        assert code == -signal.SIGKILL, output[-3000:]
+        assert f"4 fine-tunes: {len(interrupted)} finished earlier" in output
+        killed = finished_finetunes(tmp_path)
+        assert len(interrupted) < len(killed) <= 4
+
+        def outage(process: subprocess.Popen) -> None:
+            nonlocal server
+            stop(server)
+            time.sleep(30)
+            server = start_mlflow(*server_args)
+
+        code, output = run_until((*args, "--resume"), "[stage 2] 1/", outage)
+    finally:
+        stop(server)
+    assert code == 0, output[-3000:]
+    assert "recording it failed" not in output
+    assert "[sweep] resuming" in output
+    assert f"4 fine-tunes: {len(killed)} finished earlier, {4 - len(killed)} to run" in output
     # finished trials were read, not rewritten
     assert {k: v for k, v in finished_finetunes(tmp_path).items() if k in killed} == killed
     _, runs, kinds = smoke_runs(tmp_path)
     keys = [r.data.tags.get("trial_key") for r in runs if "trial_key" in r.data.tags]
     assert len(keys) == len(set(keys)) == 1 + 4 + 5 * 2  # baseline, fine-tunes, evaluations
     assert len(kinds["sweep"]) == 1
+    assert all(run.info.status == "FINISHED" for run in runs)
