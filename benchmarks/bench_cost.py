@@ -100,7 +100,6 @@ def one_at_a_time(prompts, lengths, embedder, generator, evaluator) -> float:
 
 def finetune_epoch(config, root: str, pairs: int) -> tuple[int, float, float]:
     """(pairs, set-up seconds, training seconds) of one epoch over a nested subset."""
-    from moclip.training import fit
     from sweeps.jobs import prepare_finetune
     from sweeps.stage0 import load_split
 
@@ -112,16 +111,7 @@ def finetune_epoch(config, root: str, pairs: int) -> tuple[int, float, float]:
     run.config = dataclasses.replace(run.config, steps=steps, warmup_steps=min(10, steps))
     setup = time.monotonic() - started
     started = time.monotonic()
-    fit(
-        run.model,
-        run.pairs,
-        run.tokenizer,
-        run.teacher,
-        run.config,
-        "cpu",
-        run.optimizer,
-        run.scheduler,
-    )
+    run.fit("cpu")
     return len(run.pairs), setup, time.monotonic() - started
 
 

@@ -70,22 +70,12 @@ def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) ->
     under every condition: what one fine-tune trial and its evaluation trials do, without Ray."""
     from moclip.model import load_checkpoint, save_checkpoint
     from moclip.text_encoders import TextEmbedder
-    from moclip.training import fit
     from sweeps.jobs import prepare_finetune
 
     started = time.monotonic()
     cpu = torch.device("cpu")
     run = prepare_finetune(config, job, stage0.root)
-    fit(
-        run.model,
-        run.pairs,
-        run.tokenizer,
-        run.teacher,
-        run.config,
-        cpu,
-        run.optimizer,
-        run.scheduler,
-    )
+    run.fit(cpu)
     run.test_scores(run.model, cpu)
     path = folder / f"{job['key']}.pt"
     save_checkpoint(path, run.model, run.meta(run.config.steps))

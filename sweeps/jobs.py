@@ -168,6 +168,24 @@ class FinetuneRun:
             std=self.train.std,
         )
 
+    def fit(self, device, model: torch.nn.Module | None = None, **options) -> list[dict]:
+        """`moclip.training.fit` on this run's pieces; `model` is the run's model as wrapped
+        for training (e.g. by Ray Train), by default the plain one."""
+        from moclip.training import fit
+
+        model = self.model if model is None else model
+        return fit(
+            model,
+            self.pairs,
+            self.tokenizer,
+            self.teacher,
+            self.config,
+            device,
+            self.optimizer,
+            self.scheduler,
+            **options,
+        )
+
     def restore(self, path: Path) -> int:
         """Load a checkpoint written with its optimiser; the step to go on from."""
         from moclip.model import CHECKPOINT_FORMAT

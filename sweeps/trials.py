@@ -38,7 +38,6 @@ def finetune_worker(loop_config: dict) -> None:
     the search objective of the model at that step (what Optuna and ASHA read)."""
     from moclip.model import save_checkpoint
     from moclip.text_encoders import TextEmbedder
-    from moclip.training import fit
 
     study = config_from_dict(loop_config["study"])
     job = loop_config["job"]
@@ -88,15 +87,9 @@ def finetune_worker(loop_config: dict) -> None:
             ray.train.report(row)
 
     prepare = ray.train.torch.prepare_data_loader
-    history = fit(
-        model,
-        run.pairs,
-        tokenizer,
-        run.teacher,
-        config,
+    history = run.fit(
         device,
-        run.optimizer,
-        run.scheduler,
+        model,
         start_step=start,
         on_step=on_step,
         prepare_loader=lambda loader: prepare(loader, add_dist_sampler=False),

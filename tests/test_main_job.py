@@ -89,22 +89,12 @@ def run_killing_a_train_worker(tmp_path: Path, args: tuple, env: dict) -> tuple[
 
 def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
     """The final loss and test scores of the record's fine-tune, run in one go in this process."""
-    from moclip.training import fit
     from sweeps.jobs import prepare_finetune
     from sweeps.stage0 import data_root
 
     torch.set_num_threads(1)  # as the Ray worker
     run = prepare_finetune(config, record["job"], data_root(config))
-    history = fit(
-        run.model,
-        run.pairs,
-        run.tokenizer,
-        run.teacher,
-        run.config,
-        "cpu",
-        run.optimizer,
-        run.scheduler,
-    )
+    history = run.fit("cpu")
     return {"loss": history[-1]["loss"], **run.test_scores(run.model, torch.device("cpu"))}
 
 
