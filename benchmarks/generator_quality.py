@@ -73,7 +73,9 @@ def build_missing(args, embedder) -> dict[str, float]:
     if not args.generator.is_file():
         started = time.monotonic()
         train = train or load_dataset(args.data, "train")
-        config = DiffusionConfig(width=args.width, layers=args.layers)
+        config = DiffusionConfig(
+            width=args.width, layers=args.layers, frames_per_token=args.frames_per_token
+        )
         generator, losses = train_generator(
             train, embedder, args.generator_steps, args.batch_size, seed=args.seed, config=config
         )
@@ -102,6 +104,7 @@ def main() -> None:
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--width", type=int, default=128)
     build.add_argument("--layers", type=int, default=4)
+    build.add_argument("--frames-per-token", type=int, default=1)
     args = parser.parse_args()
 
     started = time.monotonic()

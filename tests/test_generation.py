@@ -116,3 +116,22 @@ def test_round_trips_and_evaluation(trained, tiny_corpus, tmp_path):
     assert other["fid"] != clean["fid"]
     with pytest.raises(ValueError, match="one of each"):
         evaluate(loaded_gen, embedder, prompts, prompts[:-1], lengths, loaded_eval)
+
+
+def test_frames_per_token_keeps_lengths_ignores_padding_and_learns(tiny_corpus, trained):
+    train, embedder, *_ = trained
+    config = DiffusionConfig(
+        width=64, layers=2, heads=4, sample_steps=3, dropout=0.0, frames_per_token=4
+    )
+    generator, losses = train_generator(
+        train, embedder, steps=40, batch_size=16, seed=0, config=config, log_every=0
+    )
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    # 41 frames is not a whole number of tokens: the last token holds one real frame.
+    prompts = ["a person walks forward.", "someone jumps twice."]
+    both = generator.generate(prompts, [41, 50], embedder, [1, 2])
+    alone = generator.generate(prompts[:1], [41], embedder, [1])
+    assert [m.shape for m in both] == [(41, 263), (50, 263)]
+    np.testing.assert_allclose(alone[0], both[0], atol=1e-4)
+    with pytest.raises(ValueError, match="frames_per_token"):
+        DiffusionConfig(frames_per_token=0)

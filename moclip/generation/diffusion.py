@@ -39,6 +39,9 @@ class DiffusionConfig:
     diffusion_steps: int = 1000
     cond_dropout: float = 0.1  # share of training samples without text (for guidance)
     max_frames: int = 200
+    # consecutive frames folded into one transformer token: attention and the layers' cost
+    # shrink with the sequence, which is what makes a useful generator trainable on a CPU
+    frames_per_token: int = 1
     sample_steps: int = 50  # DDIM steps at generation
     guidance: float = 2.5  # classifier-free guidance scale at generation
     # motions sampled together, grouped by length so little compute goes to padding
@@ -49,6 +52,8 @@ class DiffusionConfig:
             raise ValueError(f"width {self.width} must be a multiple of heads {self.heads}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.frames_per_token < 1:
+            raise ValueError(f"frames_per_token must be >= 1, got {self.frames_per_token}")
         if self.sample_batch < 1:
             raise ValueError(f"sample_batch must be >= 1, got {self.sample_batch}")
         if not 1 <= self.sample_steps <= self.diffusion_steps:
@@ -70,19 +75,20 @@ def cosine_alpha_bar(steps: int, s: float = 0.008) -> torch.Tensor:
 
 
 class MotionDenoiser(nn.Module):
-    """(x_t, t, text or none, mask) -> predicted x0, all (B, T, D)."""
+    """(x_t, t, text or none, mask) -> predicted x0, all (B, T, D); each token holds
+    `frames_per_token` consecutive frames."""
 
     def __init__(self, feature_dim: int, text_width: int, config: DiffusionConfig) -> None:
         super().__init__()
         w = config.width
         self.config = config
-        self.in_proj = nn.Linear(feature_dim, w)
+        patch = config.frames_per_token
+        max_tokens = -(-config.max_frames // patch)
+        self.in_proj = nn.Linear(patch * feature_dim, w)
         self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.text_proj = nn.Linear(text_width, w)
         self.null_text = nn.Parameter(torch.zeros(w))
-        self.register_buffer(
-            "positions", sinusoidal_positions(config.max_frames + 2, w), persistent=False
-        )
+        self.register_buffer("positions", sinusoidal_positions(max_tokens + 2, w), persistent=False)
         self.register_buffer(
             "step_codes", sinusoidal_positions(config.diffusion_steps, w), persistent=False
         )
@@ -99,7 +105,7 @@ class MotionDenoiser(nn.Module):
             for _ in range(config.layers)
         )
         self.out_norm = nn.LayerNorm(w)
-        self.out_proj = nn.Linear(w, feature_dim)
+        self.out_proj = nn.Linear(w, patch * feature_dim)
 
     def forward(
         self,
@@ -109,19 +115,26 @@ class MotionDenoiser(nn.Module):
         use_text: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
-        batch, frames, _ = x.shape
+        batch, frames, dim = x.shape
+        patch = self.config.frames_per_token
+        spare = -frames % patch
+        # A token is valid when any of its frames is. Padded frames enter as zeros, so a
+        # motion's last token reads the same whatever it is batched with.
+        x = F.pad(x * mask[..., None], (0, 0, 0, spare)).reshape(batch, -1, patch * dim)
+        valid = F.pad(mask, (0, spare)).reshape(batch, -1, patch).any(-1)
         time_token = self.time_mlp(self.step_codes[t])
         text_token = torch.where(
             use_text[:, None], self.text_proj(text), self.null_text.expand(batch, -1)
         )
         tokens = torch.cat((time_token[:, None], text_token[:, None], self.in_proj(x)), dim=1)
-        tokens = tokens + self.positions[: frames + 2]
+        tokens = tokens + self.positions[: tokens.shape[1]]
         padding = torch.cat(
-            (torch.zeros(batch, 2, dtype=torch.bool, device=x.device), ~mask), dim=1
+            (torch.zeros(batch, 2, dtype=torch.bool, device=x.device), ~valid), dim=1
         )
         for layer in self.layers:
             tokens = layer(tokens, src_key_padding_mask=padding)
-        return self.out_proj(self.out_norm(tokens[:, 2:]))
+        out = self.out_proj(self.out_norm(tokens[:, 2:]))
+        return out.reshape(batch, -1, dim)[:, :frames]
 
 
 class DiffusionGenerator(nn.Module, MotionGenerator):

@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--frames-per-token", type=int, default=1, help="frames folded into one token"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--embeddings",
@@ -101,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train = load_dataset(args.data, "train")
         spec = TextEncoderSpec(kind=args.encoder, model=args.model, pretrained=args.pretrained)
-        config = DiffusionConfig(width=args.width, layers=args.layers)
+        config = DiffusionConfig(
+            width=args.width, layers=args.layers, frames_per_token=args.frames_per_token
+        )
     except (DatasetError, ValueError) as err:
         parser.error(str(err))
     if args.embeddings:
