@@ -16,18 +16,25 @@ stage 0 of a second sweep against the first's.
    seconds, and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
 4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
    called directly: the overhead of Ray + MLflow per trial, and for the whole process.
+
+Beside step 2, the loop's trials dealt to one plain process per core at once (no Ray): the
+speed-up the machine itself allows, which is the sweep's real ceiling (2.0 only where two
+processes do not slow each other).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from common import describe_device
@@ -83,6 +90,39 @@ def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) ->
     embedder = TextEmbedder(model.text, tokenizer)
     for recipe, budget in conditions:
         scorer.score(embedder, recipe, budget)
+    return time.monotonic() - started
+
+
+def loop_share(
+    args: list[str], root: str, payload: dict, jobs: list[dict], folder: Path
+) -> list[float]:
+    """One process's share of the plain loop: its jobs one after another on 1 torch thread."""
+    from sweeps.jobs import Scorer
+    from sweeps.plan import conditions
+
+    torch.set_num_threads(1)
+    config = load_config(ROOT / "sweeps" / "configs" / "default.yaml", args)
+    scorer = Scorer(payload, torch.device("cpu"))
+    stage0 = SimpleNamespace(root=root)
+    return [direct_trial(config, stage0, job, conditions(config), scorer, folder) for job in jobs]
+
+
+def parallel_loop(args: list[str], config, stage0, processes: int, folder: Path) -> float:
+    """Wall seconds of the plain loop's trials dealt round-robin to `processes` plain Python
+    processes at once, without Ray: what the cores give when nothing else runs."""
+    from sweeps.plan import finetune_jobs
+
+    jobs = finetune_jobs(config, stage0)
+    payload = stage0.payload(config)
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        shares = [
+            pool.submit(loop_share, args, stage0.root, payload, jobs[i::processes], folder)
+            for i in range(processes)
+        ]
+        for share in shares:
+            share.result()
     return time.monotonic() - started
 
 
@@ -145,6 +185,9 @@ def main() -> None:
     checkpoints = workdir / "direct"
     checkpoints.mkdir()
     loops = {t: sequential(config, stage0, t, checkpoints) for t in args.sequential_threads}
+    print(f"  the same trials in {os.cpu_count()} plain processes at once", flush=True)
+    ceiling = parallel_loop(grid, config, stage0, os.cpu_count() or 1, checkpoints)
+    print(f"  {ceiling:.1f} s", flush=True)
     torch.set_num_threads(1)
     single_config = load_config(
         ROOT / "sweeps" / "configs" / "default.yaml", overrides(workdir, args.steps, SINGLE)
@@ -178,6 +221,10 @@ def main() -> None:
             f"| loop, {threads} thread(s), {n} trials | {total:.1f} | speed-up of the sweep "
             f"{total / trials:.2f}x (goal >= 1.7x) |"
         )
+    print(
+        f"| the loop's trials in {os.cpu_count()} plain processes at once, {n} trials | "
+        f"{ceiling:.1f} | what the cores give without Ray: {sum(loops[min(loops)]) / ceiling:.2f}x |"
+    )
     print(f"| sweep, stages 1 + 2, {n} trials | {trials:.1f} | |")
     print(f"| sweep, whole process, {n} trials | {grid_wall:.1f} | |")
     print(f"| one trial called directly | {direct_single:.1f} | |")

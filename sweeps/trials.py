@@ -66,15 +66,24 @@ def finetune_worker(loop_config: dict) -> None:
             plain.train()
             metrics = {**metrics, "objective": value}
             metrics.update({f"objective/{name}": v for name, v in per_attack.items()})
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(
-                Path(folder) / CHECKPOINT_FILE,
-                model,
-                run.meta(step),
-                run.optimizer if with_optimizer else None,
-                run.scheduler if with_optimizer else None,
-            )
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        # Mid-run checkpoints upload in Ray's background thread while training goes on (on a
+        # cluster that is seconds per checkpoint to S3); Ray deletes the folder once uploaded.
+        # The last one uploads before the trial ends, so the trial's result always has it.
+        folder = tempfile.mkdtemp(prefix="moclip-checkpoint-")
+        save_checkpoint(
+            Path(folder) / CHECKPOINT_FILE,
+            model,
+            run.meta(step),
+            run.optimizer if with_optimizer else None,
+            run.scheduler if with_optimizer else None,
+        )
+        mode = ray.train.CheckpointUploadMode
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+            checkpoint_upload_mode=mode.ASYNC if with_optimizer else mode.SYNC,
+            delete_local_checkpoint_after_upload=True,
+        )
 
     started = time.monotonic()
     every = study.ray.checkpoint_every
