@@ -34,7 +34,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from common import describe_device
@@ -72,7 +71,7 @@ def cold_stage0(config) -> tuple[float, object]:
     return time.monotonic() - started, stage0
 
 
-def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) -> float:
+def direct_trial(config, root: str, job: dict, conditions, scorer, folder: Path) -> float:
     """Fine-tune, score retrieval, save and reload the checkpoint, then generate and score
     under every condition: what one fine-tune trial and its evaluation trials do, without Ray."""
     from moclip.model import load_checkpoint, save_checkpoint
@@ -81,7 +80,7 @@ def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) ->
 
     started = time.monotonic()
     cpu = torch.device("cpu")
-    run = prepare_finetune(config, job, stage0.root)
+    run = prepare_finetune(config, job, root)
     run.fit(cpu)
     run.test_scores(run.model, cpu)
     path = folder / f"{job['key']}.pt"
@@ -93,21 +92,17 @@ def direct_trial(config, stage0, job: dict, conditions, scorer, folder: Path) ->
     return time.monotonic() - started
 
 
-def loop_share(
-    args: list[str], root: str, payload: dict, jobs: list[dict], folder: Path
-) -> list[float]:
+def loop_share(config, root: str, payload: dict, jobs: list[dict], folder: Path) -> list[float]:
     """One process's share of the plain loop: its jobs one after another on 1 torch thread."""
     from sweeps.jobs import Scorer
     from sweeps.plan import conditions
 
     torch.set_num_threads(1)
-    config = load_config(ROOT / "sweeps" / "configs" / "default.yaml", args)
     scorer = Scorer(payload, torch.device("cpu"))
-    stage0 = SimpleNamespace(root=root)
-    return [direct_trial(config, stage0, job, conditions(config), scorer, folder) for job in jobs]
+    return [direct_trial(config, root, job, conditions(config), scorer, folder) for job in jobs]
 
 
-def parallel_loop(args: list[str], config, stage0, processes: int, folder: Path) -> float:
+def parallel_loop(config, stage0, processes: int, folder: Path) -> float:
     """Wall seconds of the plain loop's trials dealt round-robin to `processes` plain Python
     processes at once, without Ray: what the cores give when nothing else runs."""
     from sweeps.plan import finetune_jobs
@@ -118,7 +113,7 @@ def parallel_loop(args: list[str], config, stage0, processes: int, folder: Path)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
         shares = [
-            pool.submit(loop_share, args, stage0.root, payload, jobs[i::processes], folder)
+            pool.submit(loop_share, config, stage0.root, payload, jobs[i::processes], folder)
             for i in range(processes)
         ]
         for share in shares:
@@ -135,7 +130,7 @@ def sequential(config, stage0, threads: int, folder: Path) -> list[float]:
     scorer = Scorer(stage0.payload(config), torch.device("cpu"))
     seconds = []
     for job in finetune_jobs(config, stage0):
-        seconds.append(direct_trial(config, stage0, job, conditions(config), scorer, folder))
+        seconds.append(direct_trial(config, stage0.root, job, conditions(config), scorer, folder))
         print(f"  loop ({threads} thread(s)) {job['name']}: {seconds[-1]:.1f} s", flush=True)
     return seconds
 
@@ -186,7 +181,7 @@ def main() -> None:
     checkpoints.mkdir()
     loops = {t: sequential(config, stage0, t, checkpoints) for t in args.sequential_threads}
     print(f"  the same trials in {os.cpu_count()} plain processes at once", flush=True)
-    ceiling = parallel_loop(grid, config, stage0, os.cpu_count() or 1, checkpoints)
+    ceiling = parallel_loop(config, stage0, os.cpu_count() or 1, checkpoints)
     print(f"  {ceiling:.1f} s", flush=True)
     torch.set_num_threads(1)
     single_config = load_config(
@@ -198,7 +193,7 @@ def main() -> None:
     single_job = finetune_jobs(single_config, stage0)[0]
     scorer = Scorer(stage0.payload(single_config), torch.device("cpu"))
     direct_single = direct_trial(
-        single_config, stage0, single_job, conditions(single_config), scorer, checkpoints
+        single_config, stage0.root, single_job, conditions(single_config), scorer, checkpoints
     )
     print(f"  one trial, clean only, called directly: {direct_single:.1f} s", flush=True)
 
