@@ -21,7 +21,7 @@ from moclip.losses import alignment_loss, contrastive_loss, distillation_loss, w
 from moclip.model import MoCLIP
 from moclip.optim import optimizer_step
 from moclip.pairs import Batch, PairSet, collate_pairs
-from moclip.text_encoders import TeacherCache, Tokenizer
+from moclip.text_encoders import TeacherCache, Tokenizer, memoized
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,7 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     teacher.teacher.to(device)
+    tokenizer = memoized(tokenizer)
     if optimizer is None:
         optimizer, scheduler = make_optimizer(model, config)
     history: list[dict[str, float]] = []

@@ -32,6 +32,7 @@ from moclip.text_encoders import (
     TextEncoderSpec,
     build_text_encoder,
     frozen_copy,
+    memoized,
 )
 from moclip.training import FinetuneConfig, fit, lr_factor, make_optimizer
 
@@ -169,6 +170,44 @@ def test_teacher_cache_computes_each_caption_once(tmp_path):
     other = TeacherCache(teacher.teacher, tokenizer)
     assert other.load(tmp_path / "cache.npz") == 3
     assert torch.equal(other(["c"]), teacher(["c"]))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [TINY, TextEncoderSpec(kind="open_clip", model="ViT-B-32", pretrained=None)],
+    ids=["tiny", "vit-b-32"],
+)
+def test_trimmed_padding_gives_the_full_context_features_and_gradients(spec):
+    encoder, tokenizer, _ = build_text_encoder(spec)
+    # "!" is token 0, the padding id: a zero inside a caption must not be cut.
+    tokens = tokenizer(["a person walks!", "someone jumps, then turns around and waves", "run"])
+    assert tokens.shape[1] > 12 and (tokens[:, 12:] == 0).all()
+    outputs = []
+    for trim in (True, False):
+        encoder.trim_padding = trim
+        encoder.zero_grad()
+        features = encoder(tokens)
+        features.square().sum().backward()
+        grad = encoder.clip.token_embedding.weight.grad.clone()
+        outputs.append((features.detach(), grad))
+    (trimmed, trimmed_grad), (full, full_grad) = outputs
+    assert torch.allclose(trimmed, full, atol=1e-5, rtol=1e-4)
+    scale = full_grad.abs().max()
+    assert torch.allclose(trimmed_grad, full_grad, atol=1e-5 * scale, rtol=1e-4)
+    assert full.abs().mean() > 0.1 and full_grad.abs().sum() > 0
+
+
+def test_memo_tokenizer_tokenizes_each_caption_once_and_matches_the_tokenizer():
+    _, tokenizer, _ = build_text_encoder(TINY)
+    calls = []
+    memo = memoized(lambda texts: calls.append(list(texts)) or tokenizer(texts))
+    batch = ["a person walks", "someone runs", "a person walks"]
+    assert torch.equal(memo(batch), tokenizer(batch))
+    assert torch.equal(memo(["someone runs", "a jump"]), tokenizer(["someone runs", "a jump"]))
+    assert calls == [["a person walks", "someone runs"], ["a jump"]]
+    assert memoized(memo) is memo
+    _, hf_tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="hf"))
+    assert memoized(hf_tokenizer) is hf_tokenizer  # pads per batch: left as it is
 
 
 def test_minilm_tower_is_the_bundled_sentence_encoder():
