@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -214,16 +215,17 @@ def main() -> None:
     )
     for row in rows:
         mfu = f"{100 * row['tflops'] / peak:4.1f}%" if peak else "   - "
+        busy = "-" if math.isnan(row["gpu_util"]) else f"{row['gpu_util']:.0f}%"
         print(
             f"{row['tower']:<9} {row['path']:<8} {row['batch']:5d} {row['params_m']:9.1f} "
             f"{row['pairs_per_s']:8.0f} {row['step_ms']:7.0f} {row['pairs_per_s'] / reference:7.2f}x "
-            f"{row['peak_mib']:9.0f} {row['tflops']:8.2f} {mfu} {row['gpu_util']:8.0f}% "
+            f"{row['peak_mib']:9.0f} {row['tflops']:8.2f} {mfu} {busy:>9} "
             f"{row['teacher_s']:15.1f}"
         )
     print(
         "(TFLOP/s counts the matrix FLOPs of forward and backward, torch's FlopCounterMode, so a "
         "trimmed tower counts only the tokens it runs; MFU divides by the dense bf16 peak, "
-        f"{peak} TFLOP/s; GPU busy is NVML's share of time a kernel ran)"
+        f"{peak or 'unknown here'} TFLOP/s; GPU busy is NVML's share of time a kernel ran)"
     )
 
 
