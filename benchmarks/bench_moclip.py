@@ -22,13 +22,12 @@ import math
 import resource
 import subprocess
 import sys
-import threading
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import describe_device
+from common import GpuBusy, describe_device
 from moclip.model import build_moclip
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.pairs import Batch
@@ -77,23 +76,6 @@ def fake_batch(motions: torch.Tensor, pool: list[str], size: int, generator) -> 
     )
 
 
-class UtilisationSampler(threading.Thread):
-    """Mean of NVML's GPU utilisation (% of time a kernel ran) read every `every_s` seconds."""
-
-    def __init__(self, device: torch.device, every_s: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.device, self.every = device, every_s
-        self.readings: list[int] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            self.readings.append(torch.cuda.utilization(self.device))
-
-    def mean(self) -> float:
-        return sum(self.readings) / len(self.readings) if self.readings else float("nan")
-
-
 def run(
     name: str,
     path: str,
@@ -131,7 +113,7 @@ def run(
         step()
     flops = counter.get_total_flops()
     step()
-    sampler = UtilisationSampler(device) if device.type == "cuda" else None
+    sampler = GpuBusy(device) if device.type == "cuda" else None
     if sampler:
         torch.cuda.synchronize(device)
         sampler.start()

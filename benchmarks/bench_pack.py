@@ -15,10 +15,10 @@ the script.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import GpuBusy  # noqa: E402
 from moclip.evaluation.evaluator import Evaluator, Vocabulary, save_evaluator  # noqa: E402
 from moclip.generation.diffusion import DiffusionGenerator, save_generator  # noqa: E402
 from moclip.metrics import gaussian_stats  # noqa: E402
@@ -68,16 +69,6 @@ def payload(config, prompts: int, folder: Path) -> dict:
     }
 
 
-class Utilisation(threading.Thread):
-    def __init__(self, every_s: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.every, self.readings, self.stopped = every_s, [], threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            self.readings.append(torch.cuda.utilization(0))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
@@ -88,6 +79,8 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "sweeps" / "configs" / "humanml3d.yaml"))
     parser.add_argument("overrides", nargs="*", help="key.path=value, as the sweep takes them")
     args = parser.parse_args()
+    if args.prompts < 32:
+        parser.error(f"--prompts {args.prompts}: R-precision needs batches of 32 prompts")
     for fraction in args.fractions:
         if not 0 < fraction <= 1:
             parser.error(f"--fractions: {fraction} is not in (0, 1]")
@@ -139,7 +132,7 @@ def main() -> None:
                 return f"FID {result['fid']:.2f} in {result['eval_seconds']:.1f} s"
 
             stage = f"GPU {fraction:g}"
-            sampler = Utilisation() if gpu else None
+            sampler = GpuBusy(0, every_s=0.1) if gpu else None
             if sampler:
                 sampler.start()
             started = time.monotonic()
@@ -158,7 +151,7 @@ def main() -> None:
                 sampler.stopped.set()
             if len(seconds) < len(jobs):
                 sys.exit(f"{stage}: only {len(seconds)} of {len(jobs)} trials finished")
-            busy = statistics.mean(sampler.readings) if sampler and sampler.readings else None
+            busy = sampler.mean() if sampler else math.nan
             rows.append((fraction, wall, statistics.mean(seconds), busy))
     ray.shutdown()
     base = rows[0][1]
@@ -167,7 +160,7 @@ def main() -> None:
         print(
             f"{fraction:13g}  {int(round(1 / fraction)):7d}  {wall:6.1f}  "
             f"{60 * len(jobs) / wall:10.1f}  {base / wall:7.2f}x  {trial_s:12.1f}  "
-            + (f"{busy:7.0f}%" if busy is not None else "      -")
+            + ("      -" if math.isnan(busy) else f"{busy:7.0f}%")
         )
     print(
         "(wall: the whole Tuner, actor starts included; mean trial s: inside the trial, the "

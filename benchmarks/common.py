@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import threading
 
 import torch
 
@@ -15,3 +16,21 @@ def describe_device(device: torch.device) -> str:
         else platform.processor() or platform.machine()
     )
     return f"{device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+class GpuBusy(threading.Thread):
+    """Mean of NVML's GPU utilisation (% of time a kernel ran) read every `every_s` seconds
+    from start() until stopped.set()."""
+
+    def __init__(self, device: torch.device | int = 0, every_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.device, self.every = device, every_s
+        self.readings: list[int] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.readings.append(torch.cuda.utilization(self.device))
+
+    def mean(self) -> float:
+        return sum(self.readings) / len(self.readings) if self.readings else float("nan")
