@@ -171,6 +171,7 @@ def run_trials(
     max_concurrent: int = 0,
     reuse_actors: bool = True,
     search: dict | None = None,
+    max_failures: int = 0,
 ):
     """A Tuner over `jobs` (a grid), or, with `search` (space, search_alg, scheduler, metric,
     mode, num_samples), over a search algorithm's samples around the one job in `jobs`."""
@@ -204,6 +205,10 @@ def run_trials(
             name=f"{stage.replace(' ', '')}-{run_name}",
             storage_path=storage,
             callbacks=[callback],
+            failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+            # local-mode fine-tunes report every checkpoint to Tune: keep the last two, as
+            # Ray Train keeps them for its own runs
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
         ),
     )
@@ -279,8 +284,13 @@ class Sweep:
         """How many fine-tunes fit on the cluster at once."""
         import ray
 
-        per_trial = self.config.ray.num_workers * self.config.ray.cpus_per_worker
+        per_trial = max(1, self.config.ray.num_workers) * self.config.ray.cpus_per_worker
         return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+
+    def trial_retries(self) -> int:
+        """Tune's retries of a failed fine-tune trial: in local mode the trial is the worker,
+        so Tune restarts it from its last checkpoint; otherwise Ray Train does that."""
+        return self.config.ray.max_failures if self.config.ray.local_finetunes else 0
 
     def finetune_trainable(self, stage0, scoring: dict | None = None):
         """The Tune trainable that runs one fine-tune (scoring its checkpoints in Optuna mode)."""
@@ -308,7 +318,11 @@ class Sweep:
         print(
             f"[stage 1] {len(jobs)} fine-tunes: {len(jobs) - len(todo)} finished earlier, "
             f"{len(todo)} to run ({config.finetune.steps} steps each, "
-            f"{config.ray.num_workers} worker(s) each)",
+            + (
+                "each in its Tune trial's process)"
+                if config.ray.local_finetunes
+                else f"{config.ray.num_workers} worker(s) each)"
+            ),
             flush=True,
         )
         baseline = baseline_encoder(config) if config.grid.baseline else None
@@ -323,13 +337,12 @@ class Sweep:
                 "stage 1",
                 self.finetune_trainable(stage0),
                 todo,
-                # The trial only drives its TorchTrainer: it holds no CPU (the workers do), and a
-                # token of memory because Tune needs a non-empty resource request.
-                {"CPU": 0, "memory": 1},
+                config.ray.finetune_trial_resources(),
                 self.storage,
                 self.run_name,
                 progress,
                 max_concurrent=self.finetune_slots(),
+                max_failures=self.trial_retries(),
                 # a reused trial process would keep its finished TorchTrainer's workers (and
                 # their CPUs) alive
                 reuse_actors=False,
@@ -356,7 +369,10 @@ class Sweep:
             "kind": "finetune",
             "job": job,
             "metrics": numeric(result),
-            "checkpoint": checkpoint_uri(self.storage, result["checkpoint_path"]),
+            # Ray Train's runs name their checkpoint in the result; local-mode ones are Tune's
+            "checkpoint": checkpoint_uri(
+                self.storage, result.get("checkpoint_path") or checkpoint.path
+            ),
         }
         self.store.put(job["key"], record)
         self.log_finetune(record)
@@ -466,11 +482,12 @@ class Sweep:
                     "search",
                     self.finetune_trainable(stage0, scoring=payload),
                     [job],
-                    {"CPU": 0, "memory": 1},
+                    config.ray.finetune_trial_resources(),
                     self.storage,
                     f"{self.run_name}-f{fraction:g}",
                     progress,
                     max_concurrent=min(self.finetune_slots(), search.max_concurrent or 1 << 30),
+                    max_failures=self.trial_retries(),
                     reuse_actors=False,
                     search={
                         "space": search_space(config),

@@ -9,6 +9,7 @@ calls into `sweeps.jobs` and `moclip`, which know nothing of Ray.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,23 +43,30 @@ def finetune_worker(loop_config: dict) -> None:
     study = config_from_dict(loop_config["study"])
     job = loop_config["job"]
     torch.set_num_threads(max(1, int(study.ray.cpus_per_worker)))
-    rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
+    # Ray Train's local mode runs this in the Tune trial's own process, where Ray refuses its
+    # worker-group API: one process, no DDP; reports and checkpoints go straight to Tune, and
+    # a restarted trial resumes from Tune's last checkpoint.
+    local = study.ray.local_finetunes
+    if local:
+        rank, device = 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        rank, device = ray.train.get_context().get_world_rank(), ray.train.torch.get_device()
+    send = ray.tune.report if local else ray.train.report
     run = prepare_finetune(study, job, loop_config["root"])
     config, tokenizer = run.config, run.tokenizer
     start = 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.tune.get_checkpoint() if local else ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             start = run.restore(Path(folder) / CHECKPOINT_FILE)
         print(f"[finetune {job['key']}] resuming at step {start}", flush=True)
-    model = ray.train.torch.prepare_model(run.model)
+    model = run.model if local else ray.train.torch.prepare_model(run.model)
     plain = getattr(model, "module", model)
     scorer = Scorer(loop_config["scoring"], device) if loop_config.get("scoring") else None
 
     def report(metrics: dict, step: int, with_optimizer: bool) -> None:
         if rank != 0:
-            ray.train.report(metrics)
+            send(metrics)
             return
         if scorer is not None:
             with preserved_rng():
@@ -77,6 +85,10 @@ def finetune_worker(loop_config: dict) -> None:
             run.optimizer if with_optimizer else None,
             run.scheduler if with_optimizer else None,
         )
+        if local:  # Tune copies the folder into its storage before report returns
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+            shutil.rmtree(folder, ignore_errors=True)
+            return
         mode = ray.train.CheckpointUploadMode
         ray.train.report(
             metrics,
@@ -93,7 +105,7 @@ def finetune_worker(loop_config: dict) -> None:
         if every and step % every == 0 and step < config.steps:
             report(row, step, with_optimizer=True)
         elif scorer is None and step % config.log_every == 0 and step < config.steps:
-            ray.train.report(row)
+            send(row)
 
     prepare = ray.train.torch.prepare_data_loader
     history = run.fit(
@@ -101,7 +113,7 @@ def finetune_worker(loop_config: dict) -> None:
         model,
         start_step=start,
         on_step=on_step,
-        prepare_loader=lambda loader: prepare(loader, add_dist_sampler=False),
+        prepare_loader=None if local else lambda loader: prepare(loader, add_dist_sampler=False),
     )
     # no "done" key: Tune reads done=True as the trial's end and would kill this run's
     # controller before it releases its placement group
@@ -119,7 +131,8 @@ def finetune_trial(
     trial_config: dict, study: dict, root: str, run_name: str, storage: str, scoring=None
 ) -> None:
     """A Tune trial: one Ray Train run (TorchTrainer) for one grid point or Optuna sample
-    (whose sampled values sit beside the job in `trial_config`)."""
+    (whose sampled values sit beside the job in `trial_config`); with `ray.num_workers: 0`
+    in Ray Train's local mode, in this process."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = config_from_dict(study)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from sweeps.config import CONFIG_DIR, ConfigError, StudyConfig, load_config
+from sweeps.config import CONFIG_DIR, ConfigError, RayConfig, StudyConfig, load_config
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "humanml3d", "action3d"])
@@ -37,6 +37,7 @@ def test_defaults_and_overrides():
         ("finetune.steps=ten", "finetune.steps: expected a number, got 'ten'"),
         ("finetune.steps=2.5", "finetune.steps: expected an integer"),
         ("ray.use_gpu=maybe", "ray.use_gpu: expected true or false"),
+        ("ray.num_workers=-1", r"ray: num_workers must be >= 0 \(0: local mode\), got -1"),
         ("attacks.recipes=[leet]", "attacks: unknown recipe 'leet'"),
         ("encoder.kind=bert", "encoder: text encoder kind must be one of"),
         ("data.kind=humanml3d", "data: a humanml3d study needs data.root"),
@@ -65,3 +66,13 @@ def test_bad_files(tmp_path):
     bad.write_text("grid: 3\n")
     with pytest.raises(ConfigError, match="grid: expected a mapping"):
         load_config(bad)
+
+
+def test_fine_tune_trials_hold_the_workers_share_only_in_local_mode():
+    assert RayConfig(num_workers=0).finetune_trial_resources() == {"CPU": 1.0}
+    local_gpu = RayConfig(num_workers=0, use_gpu=True, cpus_per_worker=4, gpus_per_worker=1)
+    assert local_gpu.finetune_trial_resources() == {"CPU": 4, "GPU": 1}
+    # with Ray Train workers the workers hold the CPUs and GPUs; the trial a token
+    workers = RayConfig(num_workers=2, use_gpu=True, gpus_per_worker=1)
+    assert workers.finetune_trial_resources() == {"CPU": 0, "memory": 1}
+    assert RayConfig(num_workers=0).local_finetunes and not workers.local_finetunes
