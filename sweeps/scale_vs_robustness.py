@@ -289,7 +289,7 @@ class Sweep:
 
     def trial_retries(self) -> int:
         """Tune's retries of a failed fine-tune trial: in local mode the trial is the worker,
-        so Tune restarts it from its last checkpoint; otherwise Ray Train does that."""
+        so Tune is to restart it from its last checkpoint; otherwise Ray Train does that."""
         return self.config.ray.max_failures if self.config.ray.local_finetunes else 0
 
     def finetune_trainable(self, stage0, scoring: dict | None = None):
