@@ -130,8 +130,10 @@ class RayConfig:
     def finetune_trial_resources(self) -> dict[str, float]:
         """What a fine-tune's Tune trial holds: in local mode one worker's share; otherwise a
         token (its Ray Train workers hold the CPUs and GPUs; Tune needs a non-empty request)."""
-        if not self.local_finetunes:
-            return {"CPU": 0, "memory": 1}
+        return self.worker_resources() if self.local_finetunes else {"CPU": 0, "memory": 1}
+
+    def worker_resources(self) -> dict[str, float]:
+        """One fine-tuning worker's share: its CPUs, and its GPUs where it uses them."""
         return {
             "CPU": self.cpus_per_worker,
             **({"GPU": self.gpus_per_worker} if self.use_gpu else {}),

@@ -45,7 +45,7 @@ def finetune_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(study.ray.cpus_per_worker)))
     # Ray Train's local mode runs this in the Tune trial's own process, where Ray refuses its
     # worker-group API: one process, no DDP; reports and checkpoints go straight to Tune, and
-    # a restarted trial resumes from Tune's last checkpoint.
+    # a trial Tune retries resumes from Tune's last checkpoint (not yet covered by a test).
     local = study.ray.local_finetunes
     if local:
         rank, device = 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,10 +143,7 @@ def finetune_trial(
     scaling = ray.train.ScalingConfig(
         num_workers=config.ray.num_workers,
         use_gpu=config.ray.use_gpu,
-        resources_per_worker={
-            "CPU": config.ray.cpus_per_worker,
-            **({"GPU": config.ray.gpus_per_worker} if config.ray.use_gpu else {}),
-        },
+        resources_per_worker=config.ray.worker_resources(),
     )
     trainer = ray.train.torch.TorchTrainer(
         finetune_worker,
