@@ -45,7 +45,7 @@ def finetune_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(study.ray.cpus_per_worker)))
     # Ray Train's local mode runs this in the Tune trial's own process, where Ray refuses its
     # worker-group API: one process, no DDP; reports and checkpoints go straight to Tune, and
-    # a trial Tune retries resumes from Tune's last checkpoint (not yet covered by a test).
+    # a trial Tune retries resumes from Tune's last checkpoint.
     local = study.ray.local_finetunes
     if local:
         rank, device = 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")

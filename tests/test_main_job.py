@@ -58,33 +58,55 @@ def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
     return client, runs, kinds
 
 
-def run_killing_a_train_worker(tmp_path: Path, args: tuple, env: dict) -> tuple[int, str]:
-    """Run the sweep; once both fine-tunes have a registered Ray Train checkpoint, SIGKILL one
-    Ray Train worker process. (exit code, output)."""
+def run_killing(tmp_path: Path, args: tuple, env: dict, process: str, ready) -> tuple[int, str]:
+    """Run the sweep; once `ready()` holds, SIGKILL one process whose command line contains
+    `process`. (exit code, output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
     with (tmp_path / "sweep.log").open("w+") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        sweep = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + 300
         killed = None
-        while killed is None and process.poll() is None and time.monotonic() < deadline:
-            # the snapshot is written once Ray Train has registered a checkpoint of the run
-            runs = list((tmp_path / "ray").glob("ft-*/checkpoint_manager_snapshot.json"))
-            workers = [
+        while killed is None and sweep.poll() is None and time.monotonic() < deadline:
+            victims = [
                 proc
                 for proc in psutil.process_iter(["cmdline"])
-                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or [])
+                if process in " ".join(proc.info["cmdline"] or [])
             ]
-            if len(runs) == 2 and workers:
-                killed = workers[0].pid
+            if victims and ready():
+                killed = victims[0].pid
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.1)
-        process.wait(timeout=600)
+        sweep.wait(timeout=600)
         log.seek(0)
         output = log.read()
-    assert killed is not None, "no Ray Train worker to kill:\n" + output[-3000:]
-    return process.returncode, output
+    assert killed is not None, f"no {process} process to kill:\n" + output[-3000:]
+    return sweep.returncode, output
+
+
+def run_killing_a_train_worker(tmp_path: Path, args: tuple, env: dict) -> tuple[int, str]:
+    """Run the sweep; once both fine-tunes have a registered Ray Train checkpoint, SIGKILL one
+    Ray Train worker process. (exit code, output)."""
+
+    def ready() -> bool:
+        # the snapshot is written once Ray Train has registered a checkpoint of the run
+        return len(list((tmp_path / "ray").glob("ft-*/checkpoint_manager_snapshot.json"))) == 2
+
+    return run_killing(tmp_path, args, env, "RayTrainWorker", ready)
+
+
+def run_killing_a_local_trial(tmp_path: Path, args: tuple) -> tuple[int, str]:
+    """Run the sweep in local mode; once Tune has registered a checkpoint of both fine-tunes,
+    SIGKILL one fine-tune's trial process. (exit code, output)."""
+
+    def ready() -> bool:
+        # Tune writes a result's line before it registers the result's checkpoint, and
+        # takes the next result only after that: two lines mean the first one is registered
+        results = list((tmp_path / "ray").glob("stage1-*/ft-*/result.json"))
+        return len(results) == 2 and all(len(p.read_text().splitlines()) >= 2 for p in results)
+
+    return run_killing(tmp_path, args, {}, "ImplicitFunc", ready)
 
 
 def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
@@ -150,6 +172,23 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     assert "2 finished earlier, 0 to run" in second.stdout
     assert "6 finished earlier, 0 to run" in second.stdout
     assert len(smoke_runs(tmp_path)[1]) == len(runs)
+
+
+def test_local_mode_fine_tune_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
+    # Ray Train's local mode: the fine-tune runs in its Tune trial's process, and Tune (not Ray
+    # Train) restarts it from its last reported checkpoint
+    steps = ("finetune.steps=48", "ray.checkpoint_every=4", "ray.num_workers=0")
+    args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
+    code, output = run_killing_a_local_trial(tmp_path, args)
+    assert code == 0, output[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("ft-*.json")]
+    (resumed,) = [r for r in records if r["metrics"]["resumed_at_step"] > 0]
+    assert resumed["metrics"]["resumed_at_step"] % 4 == 0
+    assert "resumed from its step-" in output
+    expected = uninterrupted_finetune(load_config(SMOKE, [f"workdir={tmp_path}", *steps]), resumed)
+    for name, value in expected.items():
+        assert resumed["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    assert "[stage 2] 6/6 " in output
 
 
 def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):
