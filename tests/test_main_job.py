@@ -198,7 +198,8 @@ def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):
 
 
 def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
-    # one fraction: the search runs fraction by fraction, each the same way
+    # one fraction: the search runs fraction by fraction, each the same way; in local mode
+    # (the default config's), where a trial's process takes on the next trial
     args = (
         "--config",
         str(SMOKE),
@@ -206,20 +207,27 @@ def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
         "--search",
         "optuna",
         "grid.fractions=[1.0]",
-        "search.trials=2",
+        "search.trials=3",
         "search.w_distill=[0.0, 2.0]",
         "finetune.steps=4",
         "ray.checkpoint_every=2",
+        "ray.num_workers=0",
     )
     first = run_job(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "[search] fraction 1 (576 pairs): 2 Optuna trials, 0 finished earlier" in first.stdout
+    assert "[search] fraction 1 (576 pairs): 3 Optuna trials, 0 finished earlier" in first.stdout
+    # 3 trials in 2 slots: one process ran two of them
+    pids = [
+        json.loads(path.read_text().splitlines()[-1])["pid"]
+        for path in (tmp_path / "ray").glob("search-*/*/result.json")
+    ]
+    assert len(pids) == 3 and len(set(pids)) == 2
     # the best search trial is the seed-0 fine-tune of stage 1: not rerun
     assert "[stage 1] 1 fine-tunes: 1 finished earlier, 0 to run" in first.stdout
 
     _, _, kinds = smoke_runs(tmp_path)
     trials, finetunes, evaluations = kinds["search"], kinds["finetune"], kinds["evaluation"]
-    assert len(trials) == 2
+    assert len(trials) == 3
     assert len(evaluations) == 4  # (original + the tuned encoder) x (clean, char-swap b1)
     for run in trials:
         assert run.data.tags["fraction"] == "1"
