@@ -15,7 +15,9 @@ stage 0 of a second sweep against the first's.
    subprocess with the stage-0 cache warm: speed-up = loop seconds / sweep stage 1 + 2
    seconds, and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
 4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
-   called directly: the overhead of Ray + MLflow per trial, and for the whole process.
+   called directly: the overhead of Ray + MLflow per trial, and for the whole process; and
+   against the same trial in a fresh Python process, to tell a process's own start and
+   imports (torch, open_clip, transformers), which the sweep pays per stage, from the rest.
 
 Beside step 2, the loop's trials dealt to one plain process per core at once (no Ray): the
 speed-up the machine itself allows, which is the sweep's real ceiling (2.0 only where two
@@ -103,8 +105,9 @@ def loop_share(config, root: str, payload: dict, jobs: list[dict], folder: Path)
 
 
 def parallel_loop(config, stage0, processes: int, folder: Path) -> float:
-    """Wall seconds of the plain loop's trials dealt round-robin to `processes` plain Python
-    processes at once, without Ray: what the cores give when nothing else runs."""
+    """Wall seconds of the plain loop's trials dealt round-robin to `processes` fresh plain
+    Python processes at once, without Ray (their start and imports included): what the cores
+    give when nothing else runs, or, for one trial, what a process of its own costs."""
     from sweeps.plan import finetune_jobs
 
     jobs = finetune_jobs(config, stage0)
@@ -196,6 +199,8 @@ def main() -> None:
         single_config, stage0.root, single_job, conditions(single_config), scorer, checkpoints
     )
     print(f"  one trial, clean only, called directly: {direct_single:.1f} s", flush=True)
+    fresh_single = parallel_loop(single_config, stage0, 1, checkpoints)
+    print(f"  the same in a fresh Python process: {fresh_single:.1f} s", flush=True)
 
     print("\n3. the same trials through the sweep", flush=True)
     grid_wall, grid_stages = sweep(workdir, "sweep-grid", grid)
@@ -230,6 +235,11 @@ def main() -> None:
     print(
         f"| one trial through the sweep, whole process | {one_wall:.1f} | overhead "
         f"{100 * (one_wall / direct_single - 1):+.1f} % |"
+    )
+    print(
+        f"| one trial called directly in a fresh Python process (its start and imports) | "
+        f"{fresh_single:.1f} | the sweep's stages 1 + 2 against it: "
+        f"{100 * (one_trial / fresh_single - 1):+.1f} % |"
     )
     print(f"| stage 0, first sweep (cold) | {stage0_cold:.1f} | |")
     print(
