@@ -216,12 +216,12 @@ def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
     first = run_job(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "[search] fraction 1 (576 pairs): 3 Optuna trials, 0 finished earlier" in first.stdout
-    # 3 trials in 2 slots: one process ran two of them
+    # 3 trials in 2 slots: a process took on a second trial
     pids = [
         json.loads(path.read_text().splitlines()[-1])["pid"]
         for path in (tmp_path / "ray").glob("search-*/*/result.json")
     ]
-    assert len(pids) == 3 and len(set(pids)) == 2
+    assert len(pids) == 3 and len(set(pids)) < 3
     # the best search trial is the seed-0 fine-tune of stage 1: not rerun
     assert "[stage 1] 1 fine-tunes: 1 finished earlier, 0 to run" in first.stdout
 
