@@ -1,7 +1,8 @@
-"""What the process chain of one fine-tune trial costs: the sweep's stage-1 trainable (a Tune
-trial driving a Ray Train V2 TorchTrainer: controller, worker group with its synchronisation
-actor, placement-group cleaner, worker) against a Tune trial that runs the same fine-tune in its
-own process (what Ray Train's local mode, `ScalingConfig(num_workers=0)`, would do).
+"""What the process chain of one fine-tune trial costs: the sweep's stage-1 trainable with one
+Ray Train worker (a Tune trial driving a Ray Train V2 TorchTrainer: controller, worker group
+with its synchronisation actor, placement-group cleaner, worker) against the same trainable in
+Ray Train's local mode (`ray.num_workers: 0`: the fine-tune runs in its Tune trial's process).
+Trial processes are not reused in either, so each fine-tune pays its whole chain.
 
     python benchmarks/bench_chain.py [--workdir moclip_runs/bench/chain] [--seeds 0 1]
 
@@ -15,37 +16,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sweeps.config import load_config  # noqa: E402
-
-
-def in_process_finetune(trial_config: dict, study: dict, root: str) -> None:
-    """A Tune trial that fine-tunes in its own process and reports the final checkpoint."""
-    import ray.tune
-
-    from moclip.model import save_checkpoint
-    from sweeps.config import config_from_dict
-    from sweeps.jobs import prepare_finetune
-
-    config = config_from_dict(study)
-    torch.set_num_threads(max(1, int(config.ray.cpus_per_worker)))
-    run = prepare_finetune(config, trial_config["job"], root)
-    started = time.monotonic()
-    history = run.fit(torch.device("cpu"))
-    metrics = {"train_seconds": round(time.monotonic() - started, 1), "loss": history[-1]["loss"]}
-    metrics.update(run.test_scores(run.model, torch.device("cpu")))
-    with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(Path(folder) / "moclip.pt", run.model, run.meta(run.config.steps))
-        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
 
 def main() -> None:
@@ -64,10 +43,10 @@ def main() -> None:
     workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     seeds = ",".join(map(str, args.seeds))
-    config = load_config(
-        ROOT / "sweeps" / "configs" / "smoke.yaml",
-        [f"workdir={workdir}", f"grid.seeds=[{seeds}]", "grid.baseline=false"],
-    )
+    smoke = ROOT / "sweeps" / "configs" / "smoke.yaml"
+    base = [f"workdir={workdir}", f"grid.seeds=[{seeds}]", "grid.baseline=false"]
+    config = load_config(smoke, [*base, "ray.num_workers=1"])
+    local = load_config(smoke, [*base, "ray.num_workers=0"])
     data_root(config)
     start_ray(config)
     stage0 = run_stage0(config)
@@ -78,25 +57,19 @@ def main() -> None:
         f"({config.finetune.steps} steps of {config.finetune.batch_size}), {slots} at once",
         flush=True,
     )
-    chain = ray.tune.with_parameters(
-        finetune_trial,
-        study=config.to_dict(),
-        root=stage0.root,
-        run_name="chain",
-        storage=str(workdir / "ray"),
-    )
-    direct = ray.tune.with_parameters(in_process_finetune, study=config.to_dict(), root=stage0.root)
     settings = [
-        ("Tune trial + Ray Train V2 (the sweep)", "chain", chain, {"CPU": 0, "memory": 1}),
-        (
-            "Tune trial fine-tuning in its own process",
-            "direct",
-            direct,
-            {"CPU": config.ray.cpus_per_worker},
-        ),
+        ("Tune trial + Ray Train V2 worker", "chain", config),
+        ("Tune trial in local mode", "local", local),
     ]
     rows = []
-    for label, name, trainable, resources in settings:
+    for label, name, study in settings:
+        trainable = ray.tune.with_parameters(
+            finetune_trial,
+            study=study.to_dict(),
+            root=stage0.root,
+            run_name=name,
+            storage=str(workdir / "ray"),
+        )
         seconds: list[float] = []
 
         def record(job, result, checkpoint, seconds=seconds) -> str:
@@ -108,7 +81,7 @@ def main() -> None:
             label,
             trainable,
             jobs,
-            resources,
+            study.ray.finetune_trial_resources(),
             str(workdir / "ray"),
             name,
             make_progress_callback(label, len(jobs), record),

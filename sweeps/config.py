@@ -101,7 +101,7 @@ class RayConfig:
     address: str | None = None  # None: a local Ray; "auto": the running cluster
     # Ray Train workers per fine-tuning trial; 0: Ray Train's local mode, the fine-tune runs in
     # its Tune trial's own process (no controller, worker group or cleaner actors to start:
-    # 16.5 s instead of 57 s per small fine-tune on 2 cores, benchmarks/bench_chain.py)
+    # 18 s instead of 50 s per small fine-tune on 2 cores, benchmarks/bench_chain.py)
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
