@@ -36,7 +36,7 @@ def main() -> None:
     import ray.tune
 
     from sweeps.plan import finetune_jobs
-    from sweeps.scale_vs_robustness import make_progress_callback, run_trials, start_ray
+    from sweeps.scale_vs_robustness import Tally, make_progress_callback, run_trials, start_ray
     from sweeps.stage0 import data_root, run_stage0
     from sweeps.trials import finetune_trial
 
@@ -78,13 +78,13 @@ def main() -> None:
 
         started = time.monotonic()
         run_trials(
-            label,
+            name,
             trainable,
-            jobs,
+            {"job": ray.tune.grid_search(jobs)},
             study.ray.finetune_trial_resources(),
             str(workdir / "ray"),
-            name,
-            make_progress_callback(label, len(jobs), record),
+            make_progress_callback({"finetune": Tally(label, len(jobs), record)}),
+            lambda trial: trial.config["job"]["key"],
             max_concurrent=slots,
             reuse_actors=False,
         )

@@ -87,7 +87,7 @@ def main() -> None:
 
     import ray
 
-    from sweeps.scale_vs_robustness import make_progress_callback, run_trials
+    from sweeps.scale_vs_robustness import Tally, make_progress_callback, run_trials
     from sweeps.trials import evaluation_trial
 
     gpu = torch.cuda.is_available()
@@ -137,13 +137,13 @@ def main() -> None:
                 sampler.start()
             started = time.monotonic()
             run_trials(
-                stage,
+                f"pack-{fraction:g}",
                 ray.tune.with_parameters(evaluation_trial, payload=data),
-                jobs,
+                {"job": ray.tune.grid_search(jobs)},
                 resources,
                 str(Path(folder) / "ray"),
-                f"pack-{fraction:g}",
-                make_progress_callback(stage, len(jobs), record),
+                make_progress_callback({"evaluation": Tally(stage, len(jobs), record)}),
+                lambda trial: trial.config["job"]["key"],
                 max_concurrent=int(round(1 / fraction)),
             )
             wall = time.monotonic() - started

@@ -12,12 +12,12 @@ stage 0 of a second sweep against the first's.
    functions the Ray trials call (`sweeps.jobs`), with torch on 1 thread (what each Ray
    trial gets) and optionally on 2.
 3. The same N trials through the sweep (local Ray on every core, MLflow SQLite store), in a
-   subprocess with the stage-0 cache warm: speed-up = loop seconds / sweep stage 1 + 2
-   seconds, and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
+   subprocess with the stage-0 cache warm: speed-up = loop seconds / the sweep's stages 1 + 2
+   seconds (one Tuner), and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
 4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
    called directly: the overhead of Ray + MLflow per trial, and for the whole process; and
    against the same trial in a fresh Python process, to tell a process's own start and
-   imports (torch, open_clip, transformers), which the sweep pays per stage, from the rest.
+   imports (torch, open_clip, transformers), which the sweep pays once per slot, from the rest.
 
 Beside step 2, the loop's trials dealt to one plain process per core at once (no Ray): the
 speed-up the machine itself allows, which is the sweep's real ceiling (2.0 only where two
@@ -209,9 +209,9 @@ def main() -> None:
     one_wall, one_stages = sweep(workdir, "sweep-one", overrides(workdir, args.steps, SINGLE))
     print(f"  {one_wall:.1f} s; {json.dumps(one_stages)}", flush=True)
 
-    trials = grid_stages["stage 1"] + grid_stages["model wait"] + grid_stages["stage 2"]
+    trials = grid_stages["stages 1+2"] + grid_stages["model wait"]
     second_stage0 = grid_stages["setup"] + grid_stages["stage 0"] + grid_stages["model wait"]
-    one_trial = one_stages["stage 1"] + one_stages["model wait"] + one_stages["stage 2"]
+    one_trial = one_stages["stages 1+2"] + one_stages["model wait"]
     n = len(finetune_jobs(config, stage0))
     print(f"\n{n} fine-tunes x {len(conditions(config))} conditions, {args.steps} steps each")
     print("\n| measure | seconds | ratio |\n|---|---:|---:|")

@@ -132,6 +132,11 @@ class RayConfig:
         token (its Ray Train workers hold the CPUs and GPUs; Tune needs a non-empty request)."""
         return self.worker_resources() if self.local_finetunes else {"CPU": 0, "memory": 1}
 
+    def evaluation_trial_resources(self) -> dict[str, float]:
+        """What an evaluation's Tune trial holds."""
+        gpus = self.gpus_per_eval_trial
+        return {"CPU": self.cpus_per_eval_trial, **({"GPU": gpus} if gpus else {})}
+
     def worker_resources(self) -> dict[str, float]:
         """One fine-tuning worker's share: its CPUs, and its GPUs where it uses them."""
         return {

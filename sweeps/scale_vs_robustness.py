@@ -6,10 +6,11 @@
 e.g. `python sweeps/scale_vs_robustness.py --config sweeps/configs/smoke.yaml grid.seeds=[0,1]`.
 
 Stage 0 builds or reuses the data, the frozen evaluator and generator and the transfer prompt
-sets; stage 1 fine-tunes MoCLIP on nested subsets (a Ray Tune Tuner over Ray Train
-TorchTrainers); stage 2 evaluates every encoder under every attack (Ray Tune trials); every
-trial becomes an MLflow child run of the sweep's parent run, and the sweep ends with the table
-fraction x recipe x budget and a plot of FID against the number of fine-tuning pairs.
+sets; stage 1 fine-tunes MoCLIP on nested subsets (Ray Train TorchTrainers in Ray Tune trials);
+stage 2 evaluates every encoder under every attack (Ray Tune trials), each encoder as soon as
+its fine-tune ends (one Tuner runs both stages, sweeps/schedule.py); every trial becomes an
+MLflow child run of the sweep's parent run, and the sweep ends with the table fraction x recipe
+x budget and a plot of FID against the number of fine-tuning pairs.
 In Optuna mode (--search optuna) an Optuna search with ASHA stopping picks each fraction's loss
 weight and learning rates before stage 1. Running the same command again reuses every finished
 trial and creates no duplicate runs; --resume continues interrupted fine-tunes from their
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,19 +102,36 @@ class StageClock:
         return ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.seconds.items())
 
 
-def make_progress_callback(stage: str, total: int, on_result: Callable, stops_trials: bool = False):
-    """A Ray Tune callback: one line per finished or failed trial, a status line every 30 s,
-    and `on_result(job, result, checkpoint)` for each finished trial (in this process). With
-    `stops_trials` (a scheduler stops trials early) it also frees the placement groups that
-    stopped fine-tunes leave behind."""
+@dataclass
+class Tally:
+    """One kind of trial in a Tuner: the stage its lines name, how many are to run, what records
+    a finished one (`on_result(job, result, checkpoint)`, returning a summary), the counts."""
+
+    stage: str
+    total: int
+    on_result: Callable[[dict, dict, object], str]
+    done: int = 0
+    failed: int = 0
+
+
+def make_progress_callback(tallies: dict[str, Tally], stops_trials: bool = False):
+    """A Ray Tune callback: one line per finished or failed trial, named by its kind's stage
+    (a trial's kind is its config's "kind", else the first tally's), a status line every 30 s,
+    and the kind's `on_result` for each finished trial (in this process). With `stops_trials`
+    (a scheduler stops trials early) it also frees the placement groups that stopped
+    fine-tunes leave behind."""
     import ray.tune
 
     from sweeps.stage0 import STATUS_EVERY_S
 
+    first = next(iter(tallies))
+
     class Progress(ray.tune.Callback):
         def __init__(self) -> None:
-            self.done = self.failed = 0
             self.started = self.last = self.last_cleanup = time.monotonic()
+
+        def tally(self, trial) -> Tally:
+            return tallies[trial.config.get("kind", first)]
 
         def on_step_end(self, iteration, trials, **info):
             now = time.monotonic()
@@ -120,6 +139,7 @@ def make_progress_callback(stage: str, total: int, on_result: Callable, stops_tr
                 self.last_cleanup = now
                 freed = remove_orphaned_placement_groups()
                 if freed:
+                    stage = tallies[first].stage
                     print(f"[{stage}] freed {freed} stopped fine-tune(s)' CPUs", flush=True)
             if now - self.last < STATUS_EVERY_S:
                 return
@@ -130,30 +150,36 @@ def make_progress_callback(stage: str, total: int, on_result: Callable, stops_tr
                 + (f" at step {t.last_result['step']}" if "step" in t.last_result else "")
                 for t in running[:4]
             )
+            counts = "; ".join(
+                f"{t.stage}: {t.done}/{t.total} done, {t.failed} failed" for t in tallies.values()
+            )
             print(
-                f"[{stage}] {self.done}/{total} done, {self.failed} failed, {len(running)} "
+                f"[{' + '.join(t.stage for t in tallies.values())}] {counts}; {len(running)} "
                 f"running ({names}), {now - self.started:.0f} s",
                 flush=True,
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            tally = self.tally(trial)
             result = dict(trial.last_result)
-            job = {**trial.config["job"], **{k: v for k, v in trial.config.items() if k != "job"}}
-            self.done += 1
+            sampled = {k: v for k, v in trial.config.items() if k not in ("job", "kind")}
+            job = {**trial.config["job"], **sampled}
+            tally.done += 1
             try:
-                summary = on_result(job, result, trial.checkpoint)
+                summary = tally.on_result(job, result, trial.checkpoint)
             except Exception as err:  # noqa: BLE001 - a logging failure must not fail the trial
                 summary = f"finished, but recording it failed: {type(err).__name__}: {err}"
             print(
-                f"[{stage}] {self.done}/{total} {job['name']}: {summary} "
+                f"[{tally.stage}] {tally.done}/{tally.total} {job['name']}: {summary} "
                 f"({time.monotonic() - self.started:.0f} s)",
                 flush=True,
             )
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.failed += 1
+            tally = self.tally(trial)
+            tally.failed += 1
             print(
-                f"[{stage}] FAILED {trial.config['job']['name']}: see {trial.local_path}",
+                f"[{tally.stage}] FAILED {trial.config['job']['name']}: see {trial.local_path}",
                 flush=True,
             )
 
@@ -161,48 +187,36 @@ def make_progress_callback(stage: str, total: int, on_result: Callable, stops_tr
 
 
 def run_trials(
-    stage: str,
+    name: str,
     trainable,
-    jobs: list[dict],
-    resources: dict,
+    param_space: dict,
+    resources: dict | Callable,
     storage: str,
-    run_name: str,
     callback,
+    label: Callable,
     max_concurrent: int = 0,
     reuse_actors: bool = True,
-    search: dict | None = None,
     max_failures: int = 0,
+    **tune_options,
 ):
-    """A Tuner over `jobs` (a grid), or, with `search` (space, search_alg, scheduler, metric,
-    mode, num_samples), over a search algorithm's samples around the one job in `jobs`."""
+    """One Tuner, named `name` in Ray's storage: `trainable` with `resources` (or, callable, a
+    trial config's PlacementGroupFactory), `label(trial)` naming each trial and its folder,
+    and `tune_options` for Tune (search_alg, scheduler, metric, mode, num_samples)."""
     import ray.tune
-
-    if search is None:
-        param_space = {"job": ray.tune.grid_search(jobs)}
-        search = {}
-
-        def label(trial):
-            return trial.config["job"]["key"]
-    else:
-        search = dict(search)
-        param_space = {"job": jobs[0], **search.pop("space")}
-
-        def label(trial):
-            return f"{trial.config['job']['group']}-{trial.trial_id}"
 
     tune_config = ray.tune.TuneConfig(
         max_concurrent_trials=max_concurrent or None,
         trial_name_creator=label,
         trial_dirname_creator=label,
         reuse_actors=reuse_actors,
-        **search,
+        **tune_options,
     )
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, resources),
         param_space=param_space,
         tune_config=tune_config,
         run_config=ray.tune.RunConfig(
-            name=f"{stage.replace(' ', '')}-{run_name}",
+            name=name,
             storage_path=storage,
             callbacks=[callback],
             failure_config=ray.tune.FailureConfig(max_failures=max_failures),
@@ -264,11 +278,15 @@ class Sweep:
         self.interrupted = False  # a stage's Tuner stopped (SIGINT) before all trials ended
         self.log_stage0 = False  # stage 0's files still to be logged to a new parent run
 
-    def ready_models(self, stage0) -> None:
-        """Wait for stage 0's evaluator and generator; log stage 0 to a new parent run once."""
-        stage0.wait_for_models()
+    def ready_models(self, stage0, wait: bool = True) -> bool:
+        """Whether stage 0's evaluator and generator are ready (with `wait`, once they are);
+        the first time they are, log stage 0 to a new parent run."""
+        if wait:
+            stage0.wait_for_models()
+        elif not stage0.collect_models():
+            return False
         if not self.log_stage0:
-            return
+            return True
         self.log_stage0 = False
         self.tracker.parent_artifact(stage0.evaluator_path, "stage0")
         self.tracker.parent_artifact(stage0.generator_path, "stage0")
@@ -277,6 +295,7 @@ class Sweep:
         self.tracker.parent_metrics(
             {f"evaluator_gt_{k}": v for k, v in stage0.figures["evaluator"].items()}
         )
+        return True
 
     # stage 1 -----------------------------------------------------------------------------
 
@@ -288,15 +307,16 @@ class Sweep:
         return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
 
     def trial_retries(self) -> int:
-        """Tune's retries of a failed fine-tune trial: in local mode the trial is the worker,
-        so Tune is to restart it from its last checkpoint; otherwise Ray Train does that."""
+        """Tune's retries of a failed trial: in local mode a fine-tune's trial is its worker,
+        so Tune is to restart it from its last checkpoint (an evaluation just runs again);
+        otherwise Ray Train restarts the workers."""
         return self.config.ray.max_failures if self.config.ray.local_finetunes else 0
 
-    def reuse_finetune_processes(self) -> bool:
-        """Whether a fine-tune trial's process takes on the next trial: in local mode, to save
-        a process start and its imports (torch, Ray, open_clip: about 10 s on 2 cores) per
-        fine-tune; not with workers, whose finished TorchTrainer would keep its workers (and
-        their CPUs) alive in a reused process."""
+    def reuse_search_processes(self) -> bool:
+        """Whether an Optuna search trial's process takes on the next trial: in local mode, to
+        save a process start and its imports (torch, Ray, open_clip: about 10 s on 2 cores) per
+        trial; not with Ray Train workers, where ASHA stops trials with their TorchTrainers
+        mid-run (untried with reuse)."""
         return self.config.ray.local_finetunes
 
     def finetune_trainable(self, stage0, scoring: dict | None = None):
@@ -314,17 +334,47 @@ class Sweep:
             scoring=scoring,
         )
 
-    def finetune(self, stage0, tuned: dict | None = None) -> tuple[list[dict], list[str]]:
-        """Fine-tune every grid point (or, with `tuned`, every fraction's Optuna choice for
-        every seed) not finished before; the encoders to evaluate."""
-        from sweeps.plan import baseline_encoder, finetune_jobs
+    def stage_trainable(self, stage0):
+        """The Tune trainable of stages 1 and 2: a fine-tune or an evaluation by its config."""
+        import ray.tune
+
+        from sweeps.trials import stage_trial
+
+        return ray.tune.with_parameters(
+            stage_trial,
+            study=self.config.to_dict(),
+            root=stage0.root,
+            run_name=self.run_name,
+            storage=self.storage,
+            payload=stage0.payload(self.config),
+        )
+
+    def stage_resources(self, trial_config: dict):
+        """What a trial of stages 1 and 2 holds, by its kind (the same for both in local mode
+        on CPUs, so that either kind can take on the other's process)."""
+        import ray.tune
+
+        ray_config = self.config.ray
+        if trial_config["kind"] == "finetune":
+            resources = ray_config.finetune_trial_resources()
+        else:
+            resources = ray_config.evaluation_trial_resources()
+        return ray.tune.PlacementGroupFactory([resources])
+
+    def finetune_and_evaluate(self, stage0, tuned: dict | None = None) -> tuple[list, list]:
+        """Stages 1 and 2 in one Tuner: fine-tune every grid point (or, with `tuned`, every
+        fraction's Optuna choice for every seed) and evaluate every encoder under every
+        condition, each where not finished before; (the evaluation records, the names of the
+        fine-tunes and evaluations that did not finish)."""
+        from sweeps.plan import baseline_encoder, evaluation_jobs, finetune_jobs
+        from sweeps.schedule import FinetunesThenEvaluations
 
         config = self.config
-        jobs = finetune_jobs(config, stage0, tuned)
-        todo = [job for job in jobs if self.store.get(job["key"]) is None]
+        finetunes = finetune_jobs(config, stage0, tuned)
+        training = [job for job in finetunes if self.store.get(job["key"]) is None]
         print(
-            f"[stage 1] {len(jobs)} fine-tunes: {len(jobs) - len(todo)} finished earlier, "
-            f"{len(todo)} to run ({config.finetune.steps} steps each, "
+            f"[stage 1] {len(finetunes)} fine-tunes: {len(finetunes) - len(training)} finished "
+            f"earlier, {len(training)} to run ({config.finetune.steps} steps each, "
             + (
                 "each in its Tune trial's process)"
                 if config.ray.local_finetunes
@@ -335,38 +385,80 @@ class Sweep:
         baseline = baseline_encoder(config) if config.grid.baseline else None
         if baseline:
             self.log_baseline(baseline)
-        for job in jobs:
-            if job not in todo:
+        for job in finetunes:
+            if job not in training:
                 self.log_finetune(self.store.get(job["key"]))
-        if todo:
-            progress = make_progress_callback("stage 1", len(todo), self.record_finetune)
-            run_trials(
-                "stage 1",
-                self.finetune_trainable(stage0),
-                todo,
-                config.ray.finetune_trial_resources(),
-                self.storage,
-                self.run_name,
-                progress,
-                max_concurrent=self.finetune_slots(),
-                max_failures=self.trial_retries(),
-                reuse_actors=self.reuse_finetune_processes(),
+        # an evaluation's key does not depend on its encoder's checkpoint: the jobs are known
+        # before the fine-tunes run, and get checkpoint and drift when released
+        planned = [{**job, "checkpoint": None} for job in finetunes]
+        evaluations = evaluation_jobs(config, stage0, ([baseline] if baseline else []) + planned)
+        waiting = [job for job in evaluations if self.store.get(job["key"]) is None]
+        encoders = len(planned) + bool(baseline)
+        print(
+            f"[stage 2] {len(evaluations)} evaluations ({encoders} encoders x "
+            f"{len(evaluations) // max(1, encoders)} conditions): "
+            f"{len(evaluations) - len(waiting)} finished earlier, {len(waiting)} to run"
+            + (", each once its encoder is fine-tuned" if training else ""),
+            flush=True,
+        )
+        for job in evaluations:
+            if job not in waiting:
+                self.log_evaluation(self.store.get(job["key"]))
+        if training or waiting:
+            by_encoder: dict[str, list[dict]] = {}
+            for job in waiting:
+                by_encoder.setdefault(job["encoder_key"], []).append(job)
+            searcher = FinetunesThenEvaluations(
+                training,
+                by_encoder,
+                encoder=lambda key: self.recorded_encoder(key, baseline),
+                models_ready=lambda: self.ready_models(stage0, wait=False),
+                wait_for_models=lambda: self.ready_models(stage0),
+                max_finetunes=self.finetune_slots(),
             )
-            self.interrupted = progress.done + progress.failed < len(todo)
-        records = [self.store.get(job["key"]) for job in jobs]
-        missing = [job["name"] for job, record in zip(jobs, records) if record is None]
+            tallies = {
+                "finetune": Tally("stage 1", len(training), self.record_finetune),
+                "evaluation": Tally("stage 2", len(waiting), self.record_evaluation),
+            }
+            run_trials(
+                f"stages-{self.run_name}",
+                self.stage_trainable(stage0),
+                {},
+                self.stage_resources,
+                self.storage,
+                make_progress_callback(tallies),
+                lambda trial: trial.config["job"]["key"],
+                max_failures=self.trial_retries(),
+                search_alg=searcher,
+                num_samples=len(training) + len(waiting),
+            )
+            ended = sum(tally.done + tally.failed for tally in tallies.values())
+            self.interrupted = ended + len(searcher.dropped) < len(training) + len(waiting)
+            if searcher.dropped:
+                print(
+                    f"[stage 2] {len(searcher.dropped)} evaluations not run: their encoders' "
+                    "fine-tunes did not finish",
+                    flush=True,
+                )
+        missing = [job["name"] for job in finetunes if self.store.get(job["key"]) is None]
         if missing:
             print(f"[stage 1] not finished: {', '.join(missing)}", flush=True)
-        encoders = [{**baseline, "drift": 1.0}] if baseline else []
-        for record in filter(None, records):
-            encoders.append(
-                {
-                    **record["job"],
-                    "checkpoint": record["checkpoint"],
-                    "drift": record["metrics"].get("teacher_drift"),
-                }
-            )
-        return encoders, missing
+        evaluated = [
+            job for job in evaluations if self.recorded_encoder(job["encoder_key"], baseline)
+        ]
+        records = [self.store.get(job["key"]) for job in evaluated]
+        missing += [job["name"] for job, record in zip(evaluated, records) if record is None]
+        return [record for record in records if record is not None], missing
+
+    def recorded_encoder(self, key: str, baseline: dict | None) -> dict | None:
+        """What an evaluation needs of its encoder (checkpoint, drift), None while (or when)
+        its fine-tune has no record."""
+        if baseline and key == baseline["key"]:
+            return {"checkpoint": None, "drift": 1.0}
+        record = self.store.get(key)
+        if record is None:
+            return None
+        return {"checkpoint": record["checkpoint"], "drift": record["metrics"].get("teacher_drift")}
 
     def record_finetune(self, job: dict, result: dict, checkpoint) -> str:
         record = {
@@ -475,37 +567,33 @@ class Sweep:
                     "n_pairs": pairs,
                     "n_motions": motions,
                 }
-                progress = make_progress_callback(
+                tally = Tally(
                     "search",
                     todo,
                     lambda job, result, checkpoint: self.record_search(
                         stage0, job, result, checkpoint
                     ),
-                    stops_trials=True,
                 )
                 run_trials(
-                    "search",
+                    f"search-{self.run_name}-f{fraction:g}",
                     self.finetune_trainable(stage0, scoring=payload),
-                    [job],
+                    {"job": job, **search_space(config)},
                     config.ray.finetune_trial_resources(),
                     self.storage,
-                    f"{self.run_name}-f{fraction:g}",
-                    progress,
+                    make_progress_callback({"finetune": tally}, stops_trials=True),
+                    lambda trial: f"{trial.config['job']['group']}-{trial.trial_id}",
                     max_concurrent=min(self.finetune_slots(), search.max_concurrent or 1 << 30),
                     max_failures=self.trial_retries(),
-                    reuse_actors=self.reuse_finetune_processes(),
-                    search={
-                        "space": search_space(config),
-                        "search_alg": make_searcher(config, [r for r in finished if r["complete"]]),
-                        "scheduler": make_scheduler(config),
-                        "metric": OBJECTIVE,
-                        "mode": search.direction,
-                        "num_samples": todo,
-                    },
+                    reuse_actors=self.reuse_search_processes(),
+                    search_alg=make_searcher(config, [r for r in finished if r["complete"]]),
+                    scheduler=make_scheduler(config),
+                    metric=OBJECTIVE,
+                    mode=search.direction,
+                    num_samples=todo,
                 )
                 # the last trials ASHA stopped may have died after the final cleanup tick
                 remove_orphaned_placement_groups()
-                if progress.done + progress.failed < todo:
+                if tally.done + tally.failed < todo:
                     self.interrupted = True
                     return tuned, missing
                 finished = self.store.find(group)
@@ -588,49 +676,6 @@ class Sweep:
         )
 
     # stage 2 -----------------------------------------------------------------------------
-
-    def evaluate(self, stage0, encoders: list[dict]) -> tuple[list[dict], list[str]]:
-        """Evaluate every encoder under every condition not finished before."""
-        from sweeps.plan import evaluation_jobs
-        from sweeps.trials import evaluation_trial
-
-        config = self.config
-        self.ready_models(stage0)
-        jobs = evaluation_jobs(config, stage0, encoders)
-        drift = {e["key"]: e["drift"] for e in encoders}
-        for job in jobs:
-            job["drift"] = drift[job["encoder_key"]]
-        todo = [job for job in jobs if self.store.get(job["key"]) is None]
-        print(
-            f"[stage 2] {len(jobs)} evaluations ({len(encoders)} encoders x "
-            f"{len(jobs) // max(1, len(encoders))} conditions): "
-            f"{len(jobs) - len(todo)} finished earlier, {len(todo)} to run",
-            flush=True,
-        )
-        for job in jobs:
-            if job not in todo:
-                self.log_evaluation(self.store.get(job["key"]))
-        if todo:
-            import ray.tune
-
-            payload = stage0.payload(config)
-            resources = {"CPU": config.ray.cpus_per_eval_trial}
-            if config.ray.gpus_per_eval_trial:
-                resources["GPU"] = config.ray.gpus_per_eval_trial
-            progress = make_progress_callback("stage 2", len(todo), self.record_evaluation)
-            run_trials(
-                "stage 2",
-                ray.tune.with_parameters(evaluation_trial, payload=payload),
-                todo,
-                resources,
-                self.storage,
-                self.run_name,
-                progress,
-            )
-            self.interrupted = progress.done + progress.failed < len(todo)
-        records = [self.store.get(job["key"]) for job in jobs]
-        missing = [job["name"] for job, record in zip(jobs, records) if record is None]
-        return [r for r in records if r is not None], missing
 
     def record_evaluation(self, job: dict, result: dict, checkpoint) -> str:
         perturbed = None
@@ -902,17 +947,14 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
             with clock("search"):
                 tuned, missing = sweep.search(stage0)
         if not sweep.interrupted:
-            with clock("stage 1"):
-                encoders, missing_finetunes = sweep.finetune(stage0, tuned)
-            missing += missing_finetunes
+            with clock("stages 1+2"):
+                evaluations, missing_runs = sweep.finetune_and_evaluate(stage0, tuned)
+            missing += missing_runs
         if not sweep.interrupted:
-            # the evaluator and generator train beside stage 1; what is left of them shows here
+            # a no-op unless no evaluation ran (the models train beside the fine-tunes): the
+            # parent run still gets stage 0's files and figures
             with clock("model wait"):
                 sweep.ready_models(stage0)
-            with clock("stage 2"):
-                evaluations, missing_evaluations = sweep.evaluate(stage0, encoders)
-            missing += missing_evaluations
-        if not sweep.interrupted:
             with clock("report"):
                 table = sweep.report(evaluations)
     finally:

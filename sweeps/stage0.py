@@ -154,37 +154,44 @@ class Stage0:
     def data_fingerprint(self) -> str:
         return digest([self.train_fingerprint, self.test_fingerprint])
 
+    def collect_models(self, timeout: float = 0) -> bool:
+        """Save the models whose training has ended, waiting up to `timeout` s for the first;
+        whether both are ready."""
+        refs = list(self.running.values())
+        if refs and ray.wait(refs, num_returns=1, timeout=timeout)[0]:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            paths = {"evaluator": self.evaluator_path, "generator": self.generator_path}
+            for name in [name for name, ref in self.running.items() if ref in ready]:
+                blob, figures = ray.get(self.running.pop(name))
+                path = paths[name]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(blob)
+                tmp.replace(path)  # atomic: a cached model file is always complete
+                path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+                self.figures[name] = figures
+                print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
+        return not self.running
+
     def wait_for_models(self) -> None:
         """Block until the evaluator and generator are trained and saved (a progress line every
         STATUS_EVERY_S); a no-op when both came from the cache."""
-        paths = {"evaluator": self.evaluator_path, "generator": self.generator_path}
-        while self.running:
-            ready, _ = ray.wait(list(self.running.values()), num_returns=1, timeout=STATUS_EVERY_S)
-            if not ready:
-                print(
-                    f"[stage 0] still training the {' and '.join(self.running)} "
-                    f"({time.monotonic() - self.started:.0f} s)",
-                    flush=True,
-                )
-                continue
-            name = next(name for name, ref in self.running.items() if ref == ready[0])
-            blob, figures = ray.get(self.running.pop(name))
-            path = paths[name]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(path)  # atomic: a cached model file is always complete
-            path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
-            self.figures[name] = figures
-            print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
+        while not self.collect_models(timeout=STATUS_EVERY_S):
+            print(
+                f"[stage 0] still training the {' and '.join(self.running)} "
+                f"({time.monotonic() - self.started:.0f} s)",
+                flush=True,
+            )
 
     def payload(self, config: StudyConfig) -> dict:
         """What a scoring trial needs, as plain values for Ray's object store: the config, the
-        evaluator and generator files' bytes, the prompts, their lengths and transfer sets."""
+        evaluator and generator (each its file's bytes or, while it trains, the reference to
+        its training task's result: see `resolve_models`), the prompts, their lengths and
+        transfer sets."""
         return {
             "study": config.to_dict(),
-            "evaluator": self.evaluator_path.read_bytes(),
-            "generator": self.generator_path.read_bytes(),
+            "evaluator": self.running.get("evaluator") or self.evaluator_path.read_bytes(),
+            "generator": self.running.get("generator") or self.generator_path.read_bytes(),
             "prompts": self.prompts,
             "lengths": self.lengths,
             "transfer": {
@@ -192,6 +199,18 @@ class Stage0:
                 for (recipe, budget), records in self.transfer_sets.items()
             },
         }
+
+
+def resolve_models(payload: dict) -> dict:
+    """The payload with its evaluator and generator as file bytes: a training task's reference
+    resolves to the (bytes, figures) the task returned (a trial gets one only once the task has
+    ended, so this does not wait)."""
+    models = {
+        name: value if isinstance(value, bytes) else ray.get(value)[0]
+        for name, value in payload.items()
+        if name in ("evaluator", "generator")
+    }
+    return {**payload, **models}
 
 
 def _cached_model(

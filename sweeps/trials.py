@@ -1,6 +1,7 @@
 """What runs inside Ray: the Ray Train worker loop that fine-tunes MoCLIP, the Tune trial that
-launches it, and the Tune trial that evaluates one encoder under one attack (in Optuna mode the
-worker scores its own checkpoints for the search objective).
+launches it, the Tune trial that evaluates one encoder under one attack, and the trial of stages
+1 and 2 that is either (in Optuna mode the worker scores its own checkpoints for the search
+objective).
 
 Each function takes plain dicts (what Tune's param space and Ray's object store carry) and
 calls into `sweeps.jobs` and `moclip`, which know nothing of Ray.
@@ -180,13 +181,14 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
     """A Tune trial: generate from one encoder's (perturbed) prompts, score with the evaluator
     against the clean prompts, and report every metric (and the perturbed set as a checkpoint)."""
     from moclip.attacks.perturb import write_set
+    from sweeps.stage0 import resolve_models
 
     started = time.monotonic()
     study = config_from_dict(payload["study"])
     job = trial_config["job"]
     torch.set_num_threads(max(1, int(study.ray.cpus_per_eval_trial)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    scorer = Scorer(payload, device)
+    scorer = Scorer(resolve_models(payload), device)
     embedder = load_encoder(study, job["checkpoint"], device)
     recipe, budget = job["recipe"], job["budget"]
     metrics, records = scorer.score(embedder, recipe, budget)
@@ -198,3 +200,15 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
         write_set(Path(folder) / PERTURBED_FILE, records, {"recipe": recipe, "budget": budget})
         (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+
+
+def stage_trial(
+    trial_config: dict, study: dict, root: str, run_name: str, storage: str, payload: dict
+) -> None:
+    """A Tune trial of stages 1 and 2, by `trial_config["kind"]`: a fine-tune or an
+    evaluation. One trainable for both lets Tune hand a finished trial's process (its imports
+    done) to the next trial of either kind."""
+    if trial_config["kind"] == "evaluation":
+        evaluation_trial(trial_config, payload)
+    else:
+        finetune_trial(trial_config, study, root, run_name, storage)

@@ -58,9 +58,9 @@ def smoke_runs(workdir: Path) -> tuple[MlflowClient, list, dict[str, list]]:
     return client, runs, kinds
 
 
-def run_killing(tmp_path: Path, args: tuple, env: dict, process: str, ready) -> tuple[int, str]:
-    """Run the sweep; once `ready()` holds, SIGKILL one process whose command line contains
-    `process`. (exit code, output)."""
+def run_killing(tmp_path: Path, args: tuple, env: dict, victim) -> tuple[int, str]:
+    """Run the sweep; SIGKILL the process `victim()` names (a pid) once it names one. (exit
+    code, output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py"), *args]
@@ -69,19 +69,14 @@ def run_killing(tmp_path: Path, args: tuple, env: dict, process: str, ready) -> 
         deadline = time.monotonic() + 300
         killed = None
         while killed is None and sweep.poll() is None and time.monotonic() < deadline:
-            victims = [
-                proc
-                for proc in psutil.process_iter(["cmdline"])
-                if process in " ".join(proc.info["cmdline"] or [])
-            ]
-            if victims and ready():
-                killed = victims[0].pid
+            killed = victim()
+            if killed is not None:
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.1)
         sweep.wait(timeout=600)
         log.seek(0)
         output = log.read()
-    assert killed is not None, f"no {process} process to kill:\n" + output[-3000:]
+    assert killed is not None, "nothing to kill:\n" + output[-3000:]
     return sweep.returncode, output
 
 
@@ -89,24 +84,40 @@ def run_killing_a_train_worker(tmp_path: Path, args: tuple, env: dict) -> tuple[
     """Run the sweep; once both fine-tunes have a registered Ray Train checkpoint, SIGKILL one
     Ray Train worker process. (exit code, output)."""
 
-    def ready() -> bool:
+    def victim() -> int | None:
         # the snapshot is written once Ray Train has registered a checkpoint of the run
-        return len(list((tmp_path / "ray").glob("ft-*/checkpoint_manager_snapshot.json"))) == 2
+        if len(list((tmp_path / "ray").glob("ft-*/checkpoint_manager_snapshot.json"))) < 2:
+            return None
+        return next(
+            (
+                proc.pid
+                for proc in psutil.process_iter(["cmdline"])
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or [])
+            ),
+            None,
+        )
 
-    return run_killing(tmp_path, args, env, "RayTrainWorker", ready)
+    return run_killing(tmp_path, args, env, victim)
 
 
-def run_killing_a_local_trial(tmp_path: Path, args: tuple) -> tuple[int, str]:
-    """Run the sweep in local mode; once Tune has registered a checkpoint of both fine-tunes,
-    SIGKILL one fine-tune's trial process. (exit code, output)."""
+def run_killing_a_local_trial(tmp_path: Path, args: tuple, last_step: int) -> tuple[int, str]:
+    """Run the sweep in local mode; SIGKILL the trial process of a fine-tune that Tune holds a
+    checkpoint of and that is at most at step `last_step` (far from its end: a finished
+    fine-tune's process goes on to other trials). (exit code, output)."""
 
-    def ready() -> bool:
-        # Tune writes a result's line before it registers the result's checkpoint, and
-        # takes the next result only after that: two lines mean the first one is registered
-        results = list((tmp_path / "ray").glob("stage1-*/ft-*/result.json"))
-        return len(results) == 2 and all(len(p.read_text().splitlines()) >= 2 for p in results)
+    def victim() -> int | None:
+        for path in (tmp_path / "ray").glob("stages-*/ft-*/result.json"):
+            try:
+                rows = [json.loads(line) for line in path.read_text().splitlines()]
+            except json.JSONDecodeError:  # a line being written
+                continue
+            # Tune writes a result's line before it registers the result's checkpoint, and
+            # takes the next result only after that: two lines mean the first one is registered
+            if len(rows) >= 2 and rows[-1]["step"] <= last_step and "n_pairs" not in rows[-1]:
+                return rows[-1]["pid"]
+        return None
 
-    return run_killing(tmp_path, args, {}, "ImplicitFunc", ready)
+    return run_killing(tmp_path, args, {}, victim)
 
 
 def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
@@ -179,7 +190,7 @@ def test_local_mode_fine_tune_killed_mid_way_resumes_from_its_checkpoint(tmp_pat
     # Train) restarts it from its last reported checkpoint
     steps = ("finetune.steps=48", "ray.checkpoint_every=4", "ray.num_workers=0")
     args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
-    code, output = run_killing_a_local_trial(tmp_path, args)
+    code, output = run_killing_a_local_trial(tmp_path, args, last_step=24)
     assert code == 0, output[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("ft-*.json")]
     (resumed,) = [r for r in records if r["metrics"]["resumed_at_step"] > 0]
