@@ -428,6 +428,10 @@ class Sweep:
                 self.storage,
                 make_progress_callback(tallies),
                 lambda trial: trial.config["job"]["key"],
+                # a searcher gets one pending trial at a time by default; as many as there are
+                # trials lets every released one wait in Tune's queue, which is the demand an
+                # autoscaling cluster sizes itself by (the searcher still holds back the rest)
+                max_concurrent=len(training) + len(waiting),
                 max_failures=self.trial_retries(),
                 search_alg=searcher,
                 num_samples=len(training) + len(waiting),
