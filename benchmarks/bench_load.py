@@ -4,10 +4,10 @@
 
 The smoke config with 3 fractions (4 encoders with the original one) and every transfer
 recipe at budgets 1-7 (49 attack conditions and the clean one): 4 x 50 = 200 evaluation
-trials, each handed to Ray Tune as soon as its encoder is fine-tuned. The sweep runs in a subprocess; a sampler
-reads the resident memory of it and every process under it (Ray's GCS, raylet, workers) every
-0.5 s. Resident sizes count shared pages once per process, so the sum over-counts; the
-machine's used memory above its level before the start is the other bound.
+trials, each handed to Ray Tune as soon as its encoder is fine-tuned. The sweep runs in a
+subprocess; a sampler reads the resident memory of it and every process under it (Ray's GCS,
+raylet, workers) every 0.5 s. Resident sizes count shared pages once per process, so the sum
+over-counts; the machine's used memory above its level before the start is the other bound.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ stage 0 of a second sweep against the first's.
    trial gets) and optionally on 2.
 3. The same N trials through the sweep (local Ray on every core, MLflow SQLite store), in a
    subprocess with the stage-0 cache warm: speed-up = loop seconds / the sweep's stages 1 + 2
-   seconds (one Tuner), and its setup + stage 0 seconds against step 1 (a second sweep's stage 0).
+   seconds (one Tuner), and its setup + stage 0 seconds against step 1 (a second sweep's
+   stage 0).
 4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
    called directly: the overhead of Ray + MLflow per trial, and for the whole process; and
    against the same trial in a fresh Python process, to tell a process's own start and
