@@ -151,7 +151,9 @@ def make_progress_callback(tallies: dict[str, Tally], stops_trials: bool = False
                 for t in running[:4]
             )
             counts = "; ".join(
-                f"{t.stage}: {t.done}/{t.total} done, {t.failed} failed" for t in tallies.values()
+                (f"{t.stage}: " if len(tallies) > 1 else "")
+                + f"{t.done}/{t.total} done, {t.failed} failed"
+                for t in tallies.values()
             )
             print(
                 f"[{' + '.join(t.stage for t in tallies.values())}] {counts}; {len(running)} "
