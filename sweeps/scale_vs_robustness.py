@@ -403,8 +403,9 @@ class Sweep:
             + (", each once its encoder is fine-tuned" if training else ""),
             flush=True,
         )
+        to_run = {job["key"] for job in waiting}
         for job in evaluations:
-            if job not in waiting:
+            if job["key"] not in to_run:
                 self.log_evaluation(self.store.get(job["key"]))
         if training or waiting:
             by_encoder: dict[str, list[dict]] = {}
@@ -449,9 +450,10 @@ class Sweep:
         missing = [job["name"] for job in finetunes if self.store.get(job["key"]) is None]
         if missing:
             print(f"[stage 1] not finished: {', '.join(missing)}", flush=True)
-        evaluated = [
-            job for job in evaluations if self.recorded_encoder(job["encoder_key"], baseline)
-        ]
+        # each encoder's record read once, not once per evaluation of it
+        encoder_keys = {job["encoder_key"] for job in evaluations}
+        recorded = {key for key in encoder_keys if self.recorded_encoder(key, baseline)}
+        evaluated = [job for job in evaluations if job["encoder_key"] in recorded]
         records = [self.store.get(job["key"]) for job in evaluated]
         missing += [job["name"] for job, record in zip(evaluated, records) if record is None]
         return [record for record in records if record is not None], missing
