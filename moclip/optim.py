@@ -23,3 +23,14 @@ def optimizer_step(
     if scheduler is not None:
         scheduler.step()
     return norm
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """d_t = min(decay, (1 + t) / (10 + t)): early averages forget the random start fast."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(averages: list[torch.Tensor], values: list[torch.Tensor], decay: float) -> None:
+    """a <- d a + (1 - d) v for each pair, in place."""
+    torch._foreach_lerp_(averages, values, 1.0 - decay)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from moclip.generation.diffusion import (
     save_generator,
 )
 from moclip.generation.train_generator import train_generator
+from moclip.optim import ema_decay_at, ema_update
 from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
 
 SMALL = DiffusionConfig(width=64, layers=2, heads=4, sample_steps=5, dropout=0.0)
@@ -135,3 +138,38 @@ def test_frames_per_token_keeps_lengths_ignores_padding_and_learns(tiny_corpus, 
     np.testing.assert_allclose(alone[0], both[0], atol=1e-4)
     with pytest.raises(ValueError, match="frames_per_token"):
         DiffusionConfig(frames_per_token=0)
+
+
+def test_ema_update_is_the_running_average():
+    averages = [torch.zeros(3), torch.ones(2)]
+    ema_update(averages, [torch.full((3,), 10.0), torch.full((2,), 3.0)], 0.9)
+    torch.testing.assert_close(averages[0], torch.full((3,), 1.0))
+    torch.testing.assert_close(averages[1], torch.full((2,), 1.2))
+    # The warm-up forgets the random start quickly and reaches the set decay later on.
+    assert ema_decay_at(1, 0.999) == pytest.approx(2 / 11)
+    assert ema_decay_at(10_000, 0.999) == 0.999
+
+
+def test_ema_generator_holds_the_average_of_the_trained_weights(trained):
+    """The saved EMA weights equal the average of the weights the same run had after each
+    step (each read from a run stopped there: training is deterministic for a seed)."""
+    train, embedder, *_ = trained
+    plain = DiffusionConfig(width=32, layers=1, heads=2, dropout=0.0)
+    decay, steps = 0.5, 3
+
+    def weights(step_count: int, config: DiffusionConfig) -> list[torch.Tensor]:
+        generator, _ = train_generator(
+            train, embedder, steps=step_count, batch_size=8, seed=0, config=config, log_every=0
+        )
+        return [p.detach().clone() for p in generator.parameters()]
+
+    expected = weights(0, plain)
+    for step in range(1, steps + 1):
+        ema_update(expected, weights(step, plain), ema_decay_at(step, decay))
+    averaged = weights(steps, replace(plain, ema_decay=decay))
+    last = weights(steps, plain)
+    for got, want in zip(averaged, expected):
+        torch.testing.assert_close(got, want)
+    assert any(not torch.equal(a, b) for a, b in zip(averaged, last))
+    with pytest.raises(ValueError, match="ema_decay"):
+        DiffusionConfig(ema_decay=1.0)

@@ -38,6 +38,10 @@ class DiffusionConfig:
     dropout: float = 0.1
     diffusion_steps: int = 1000
     cond_dropout: float = 0.1  # share of training samples without text (for guidance)
+    # > 0: train a moving average of the weights and save that (0: the last weights). Off by
+    # default: on the 5,000-motion corpus 0.999 helped after 3,000 steps and hurt after 5,000,
+    # where the average lags a model still improving (benchmarks/RESULTS.md)
+    ema_decay: float = 0.0
     max_frames: int = 200
     # consecutive frames folded into one transformer token: attention and the layers' cost
     # shrink with the sequence, which is what makes a useful generator trainable on a CPU
@@ -52,6 +56,8 @@ class DiffusionConfig:
             raise ValueError(f"width {self.width} must be a multiple of heads {self.heads}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.frames_per_token < 1:
             raise ValueError(f"frames_per_token must be >= 1, got {self.frames_per_token}")
         if self.sample_batch < 1:

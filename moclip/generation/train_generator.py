@@ -1,7 +1,7 @@
 """Train the diffusion generator once, conditioned on the original (not fine-tuned) encoder.
 
     python -m moclip.generation.train_generator --data DIR --out FILE [--encoder hf|tiny]
-        [--steps 3000] [--batch-size 64] [--seed 0]
+        [--steps 3000] [--batch-size 64] [--ema-decay 0] [--seed 0]
 
 Caption embeddings come from the frozen original encoder and are computed once up front.
 """
@@ -19,7 +19,7 @@ import torch
 
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
-from moclip.optim import optimizer_step
+from moclip.optim import ema_decay_at, ema_update, optimizer_step
 from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
 from moclip.text_encoders import (
     PrecomputedEmbedder,
@@ -40,7 +40,8 @@ def train_generator(
     log_every: int = 100,
     device: torch.device | str = "cpu",
 ) -> tuple[DiffusionGenerator, list[float]]:
-    """The generator (on `device`) and its per-step losses."""
+    """The generator (on `device`) and its per-step losses. With `config.ema_decay` > 0 the
+    returned weights are the exponential moving average of the trained ones."""
     pairs = PairSet(train)
     captions = sorted({c.text for item in train.items for c in item.captions})
     started = time.monotonic()
@@ -58,6 +59,9 @@ def train_generator(
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
+    weights = list(generator.parameters())
+    # Averaged weights sample better than the last ones of a short, noisy training run.
+    averages = [p.detach().clone() for p in weights] if config.ema_decay else []
     generator.train()
     lengths = [train.items[i].num_frames for i, _ in pairs.index]
     while len(losses) < steps:
@@ -67,6 +71,12 @@ def train_generator(
             loss = generator.training_loss(batch.features, batch.mask, text, sampler)
             optimizer_step(loss, generator.parameters(), optimizer, 1.0)
             losses.append(loss.item())
+            if averages:
+                ema_update(
+                    averages,
+                    [p.detach() for p in weights],
+                    ema_decay_at(len(losses), config.ema_decay),
+                )
             if log_every and len(losses) % log_every == 0:
                 print(
                     f"[generator] step {len(losses)}/{steps} loss "
@@ -75,6 +85,9 @@ def train_generator(
                 )
             if len(losses) >= steps:
                 break
+    with torch.no_grad():
+        for weight, average in zip(weights, averages):
+            weight.copy_(average)
     generator.eval()
     return generator, losses
 
@@ -93,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frames-per-token", type=int, default=1, help="frames folded into one token"
     )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=DiffusionConfig.ema_decay,
+        help="keep an exponential moving average of the weights and save it (0: the last weights)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--embeddings",
@@ -105,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         train = load_dataset(args.data, "train")
         spec = TextEncoderSpec(kind=args.encoder, model=args.model, pretrained=args.pretrained)
         config = DiffusionConfig(
-            width=args.width, layers=args.layers, frames_per_token=args.frames_per_token
+            width=args.width,
+            layers=args.layers,
+            frames_per_token=args.frames_per_token,
+            ema_decay=args.ema_decay,
         )
     except (DatasetError, ValueError) as err:
         parser.error(str(err))
