@@ -51,7 +51,7 @@ BETTER = {
 }
 
 
-def build_missing(args, embedder) -> dict[str, float]:
+def build_missing(args, embedder, generator_config: DiffusionConfig) -> dict[str, float]:
     """Build the corpus, train the evaluator and the generator where their files are missing;
     seconds per part."""
     from moclip.data.synthetic import build_corpus
@@ -76,19 +76,13 @@ def build_missing(args, embedder) -> dict[str, float]:
     if not args.generator.is_file():
         started = time.monotonic()
         train = train or load_dataset(args.data, "train")
-        config = DiffusionConfig(
-            width=args.width,
-            layers=args.layers,
-            frames_per_token=args.frames_per_token,
-            ema_decay=args.ema_decay,
-        )
         generator, losses = train_generator(
             train,
             embedder,
             args.generator_steps,
             args.batch_size,
             seed=args.seed,
-            config=config,
+            config=generator_config,
         )
         summary = {"final_loss": float(np.mean(losses[-100:])), "steps": args.generator_steps}
         save_generator(args.generator, generator, train.fingerprint(), summary)
@@ -122,7 +116,8 @@ def compare(
 
 
 def print_table(columns: dict[str, dict[str, list[float]]], truth: dict) -> None:
-    """Markdown rows: each column's mean ± 95 % interval, the paired difference and its verdict."""
+    """Markdown rows: each column's mean ± 95 % interval, the paired difference and whether its
+    interval puts the generator ahead of the control, behind it, or neither."""
     print("\n| metric | generator | shuffled control | generator - control | real motions |")
     print("|---|---:|---:|---:|---:|")
     for name in METRICS:
@@ -134,8 +129,10 @@ def print_table(columns: dict[str, dict[str, list[float]]], truth: dict) -> None
         difference, interval = cells[2]
         verdict = ""
         if name in BETTER:
-            better = difference < -interval if BETTER[name] == "lower" else difference > interval
-            verdict = " (better)" if better else " (not separated)"
+            gain = -difference if BETTER[name] == "lower" else difference
+            verdict = " (not separated)"
+            if abs(gain) > interval:
+                verdict = " (better)" if gain > 0 else " (worse)"
         print(f"| {name} | {text}{verdict} | {gt:.3f} |")
 
 
@@ -169,6 +166,16 @@ def main() -> None:
         "--ema-decay", type=float, default=DiffusionConfig.ema_decay, help="0: the last weights"
     )
     args = parser.parse_args()
+    try:
+        # checked before anything is built, so a bad value costs no training
+        generator_config = DiffusionConfig(
+            width=args.width,
+            layers=args.layers,
+            frames_per_token=args.frames_per_token,
+            ema_decay=args.ema_decay,
+        )
+    except ValueError as err:
+        parser.error(str(err))
 
     started = time.monotonic()
     if args.embeddings:
@@ -176,7 +183,7 @@ def main() -> None:
     else:
         encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind=args.encoder))
         embedder = TextEmbedder(encoder, tokenizer)
-    seconds = build_missing(args, embedder)
+    seconds = build_missing(args, embedder, generator_config)
     test = load_dataset(args.data, "test")
     generator, _ = load_generator(args.generator, args.device)
     evaluator, evaluator_state = load_evaluator(args.evaluator, args.device)
