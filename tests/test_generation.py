@@ -163,11 +163,12 @@ def test_ema_generator_holds_the_average_of_the_trained_weights(trained):
         )
         return [p.detach().clone() for p in generator.parameters()]
 
-    expected = weights(0, plain)
+    trajectory = [weights(step, plain) for step in range(steps + 1)]
+    expected = [w.clone() for w in trajectory[0]]
     for step in range(1, steps + 1):
-        ema_update(expected, weights(step, plain), ema_decay_at(step, decay))
+        ema_update(expected, trajectory[step], ema_decay_at(step, decay))
     averaged = weights(steps, replace(plain, ema_decay=decay))
-    last = weights(steps, plain)
+    last = trajectory[-1]
     for got, want in zip(averaged, expected):
         torch.testing.assert_close(got, want)
     assert any(not torch.equal(a, b) for a, b in zip(averaged, last))

@@ -59,9 +59,10 @@ def train_generator(
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    weights = list(generator.parameters())
     # Averaged weights sample better than the last ones of a short, noisy training run.
-    averages = [p.detach().clone() for p in weights] if config.ema_decay else []
+    # Detached views share the parameters' storage, so they follow the optimiser's updates.
+    weights = [p.detach() for p in generator.parameters()]
+    averages = [w.clone() for w in weights] if config.ema_decay else []
     generator.train()
     lengths = [train.items[i].num_frames for i, _ in pairs.index]
     while len(losses) < steps:
@@ -72,11 +73,7 @@ def train_generator(
             optimizer_step(loss, generator.parameters(), optimizer, 1.0)
             losses.append(loss.item())
             if averages:
-                ema_update(
-                    averages,
-                    [p.detach() for p in weights],
-                    ema_decay_at(len(losses), config.ema_decay),
-                )
+                ema_update(averages, weights, ema_decay_at(len(losses), config.ema_decay))
             if log_every and len(losses) % log_every == 0:
                 print(
                     f"[generator] step {len(losses)}/{steps} loss "
@@ -85,9 +82,8 @@ def train_generator(
                 )
             if len(losses) >= steps:
                 break
-    with torch.no_grad():
-        for weight, average in zip(weights, averages):
-            weight.copy_(average)
+    for weight, average in zip(weights, averages):
+        weight.copy_(average)
     generator.eval()
     return generator, losses
 
