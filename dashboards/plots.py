@@ -49,6 +49,16 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     return path
 
 
+def _legend(ax, **kwargs) -> None:
+    """A legend, or where nothing was drawn (a sweep without attacks has no ΔFID), a note."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    else:
+        ax.text(
+            0.5, 0.5, "no attacked conditions", ha="center", va="center", transform=ax.transAxes
+        )
+
+
 def _w_distill_values(rows: list[dict]) -> list[float | None]:
     values = sorted({r["w_distill"] for r in rows if r["fraction"] > 0})
     return values or [None]
@@ -86,7 +96,7 @@ def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
         ax.set_title(title if weight is None else f"{title}, w_distill = {weight:g}")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(title)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    _legend(axes[0][-1], fontsize=8, loc="best")
     return _save(fig, path)
 
 
@@ -169,5 +179,5 @@ def power_law_figure(
     ax.set_ylabel("ΔFID")
     ax.set_title("ΔFID(N) = a·N^(−b) + c, per-seed points")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     return _save(fig, path)

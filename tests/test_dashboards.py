@@ -4,6 +4,7 @@ evaluation runs back from a real MLflow store and writes every figure and table.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dashboards.power_law import fit_power_law, power_law
-from dashboards.report import ReportError, evaluation_records, report_experiment, search_evaluations
+from dashboards.report import (
+    ReportError,
+    evaluation_records,
+    report_experiment,
+    search_evaluations,
+    write_report,
+)
 
 PAIRS = (300, 750, 1500, 3000, 6000)
 
@@ -118,6 +125,21 @@ def test_report_from_mlflow_runs(tmp_path):
     some = {k for k in keys if "-0.5-" in k or k.startswith("ev-0.0-")}
     subset = evaluation_records(frame, some)
     assert len(subset) == len(some) == 2 + 8
+
+
+def test_report_of_a_sweep_without_attacks(tmp_path):
+    """Clean conditions only: every figure is written, the ΔFID ones say there is nothing to
+    draw, and matplotlib has nothing to warn about (an empty legend warned before)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, keys = log_study(uri, "study", tmp_path / "artifacts")
+    frame = search_evaluations(uri, "study")
+    clean = evaluation_records(frame, {k for k in keys if k.endswith("-none")})
+    assert len(clean) == 21
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = write_report(clean, tmp_path / "report", "clean only")
+    assert {"fid_vs_pairs.png", "delta_fid_power_law.png"} <= {p.name for p in paths}
+    assert json.loads((tmp_path / "report" / "fits.json").read_text()) == []
 
 
 def test_report_names_a_missing_experiment(tmp_path):
