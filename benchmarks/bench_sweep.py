@@ -3,14 +3,14 @@
 stage 0 of a second sweep against the first's.
 
     python benchmarks/bench_sweep.py [--workdir moclip_runs/bench] [--steps 24]
-        [--sequential-threads 1 2]
+        [--sequential-threads 1 2] [--fractions 0.25 1.0] [--seeds 0 1]
 
 1. Stage 0 cold: the corpus, the evaluator and the generator built from nothing (what a first
    sweep pays), in this process.
-2. A plain loop over N = 4 fine-tunes (2 fractions x 2 seeds, the default config's sizes),
-   each followed by its evaluations (clean and char-swap at budget 1), calling the same
-   functions the Ray trials call (`sweeps.jobs`), with torch on 1 thread (what each Ray
-   trial gets) and optionally on 2.
+2. A plain loop over N fine-tunes (`--fractions` x `--seeds`; by default 2 x 2, the default
+   config's sizes), each followed by its evaluations (clean and char-swap at budget 1),
+   calling the same functions the Ray trials call (`sweeps.jobs`), with torch on 1 thread
+   (what each Ray trial gets) and optionally on 2.
 3. The same N trials through the sweep (local Ray on every core, MLflow SQLite store), in a
    subprocess with the stage-0 cache warm: speed-up = loop seconds / the sweep's stages 1 + 2
    seconds (one Tuner), and its setup + stage 0 seconds against step 1 (a second sweep's
@@ -45,8 +45,6 @@ from sweeps.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [
-    "grid.fractions=[0.25,1.0]",
-    "grid.seeds=[0,1]",
     "grid.w_distill=[1.0]",
     "grid.baseline=false",
     "attacks.recipes=[char-swap]",
@@ -59,6 +57,11 @@ SINGLE = ["grid.fractions=[1.0]", "grid.seeds=[0]", "attacks.recipes=[]"]
 
 def overrides(workdir: Path, steps: int, extra: list[str]) -> list[str]:
     return [*BASE, f"workdir={workdir}", f"finetune.steps={steps}", *extra]
+
+
+def listed(values: list) -> str:
+    """A list as a config override's value: [0.25,1.0]."""
+    return "[" + ",".join(str(v) for v in values) + "]"
 
 
 def cold_stage0(config) -> tuple[float, object]:
@@ -165,10 +168,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "moclip_runs" / "bench" / "shared")
     parser.add_argument("--steps", type=int, default=24, help="fine-tuning steps per trial")
     parser.add_argument("--sequential-threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 1.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
-    grid = overrides(workdir, args.steps, [])
+    sizes = [f"grid.fractions={listed(args.fractions)}", f"grid.seeds={listed(args.seeds)}"]
+    grid = overrides(workdir, args.steps, sizes)
     config = load_config(ROOT / "sweeps" / "configs" / "default.yaml", grid)
     print(f"machine: {os.cpu_count()} cores, {describe_device(torch.device('cpu'))}")
     print(f"config: default.yaml with {' '.join(grid)}", flush=True)
