@@ -49,14 +49,17 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     return path
 
 
+def _no_attacks(ax) -> None:
+    """Say so on axes that stay empty: a sweep without attacks has no ΔFID to draw."""
+    ax.text(0.5, 0.5, "no attacked conditions", ha="center", va="center", transform=ax.transAxes)
+
+
 def _legend(ax, **kwargs) -> None:
-    """A legend, or where nothing was drawn (a sweep without attacks has no ΔFID), a note."""
+    """A legend, or where nothing was drawn, the note that there were no attacks."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kwargs)
     else:
-        ax.text(
-            0.5, 0.5, "no attacked conditions", ha="center", va="center", transform=ax.transAxes
-        )
+        _no_attacks(ax)
 
 
 def _w_distill_values(rows: list[dict]) -> list[float | None]:
@@ -148,7 +151,7 @@ def delta_heatmaps(rows: list[dict], path: Path) -> Path:
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="ΔFID")
     else:
-        axes[0][0].text(0.5, 0.5, "no attacked conditions", ha="center", va="center")
+        _no_attacks(axes[0][0])
     return _save(fig, path, tight=False)
 
 
