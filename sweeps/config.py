@@ -110,7 +110,9 @@ class RayConfig:
     gpus_per_eval_trial: float = 0.0
     storage_path: str | None = None  # local folder or s3://bucket/prefix; None: <workdir>/ray
     max_failures: int = 1
-    checkpoint_every: int = 50  # fine-tuning steps between Ray Train checkpoints (0: at the end)
+    # fine-tuning steps between Ray Train checkpoints (0: the final one only); each holds the
+    # model and its optimizer state (287 MB for MiniLM, several times that for ViT-B-32)
+    checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -157,8 +159,8 @@ SEARCH_OBJECTIVES = {"fid": "min", "delta_fid": "min", "r_precision_top3": "max"
 @dataclass(frozen=True)
 class SearchConfig:
     """Optuna mode: per fraction, `trials` fine-tunes with loss weight and learning rates drawn
-    by Optuna's TPE from the ranges below, scored at every checkpoint by `objective` under
-    `objective_attack` at the largest budget, the weak ones stopped early by ASHA."""
+    by Optuna's TPE from the ranges below, scored at ASHA's rungs and at the end by `objective`
+    under `objective_attack` at the largest budget, the weak ones stopped early by ASHA."""
 
     mode: str = "grid"  # grid | optuna
     trials: int = 8  # per fraction
@@ -169,9 +171,9 @@ class SearchConfig:
     w_distill: tuple[float, ...] = (0.0, 2.0)  # uniform range
     lr_text: tuple[float, ...] = (1e-6, 1e-4)  # log-uniform range
     lr_motion: tuple[float, ...] = (1e-4, 1e-3)  # log-uniform range
-    # prompts scored at each checkpoint: the first of the evaluation prompts; 0: all of them
+    # prompts scored at each rung: the first of the evaluation prompts; 0: all of them
     prompts: int = 0
-    grace_steps: int = 0  # ASHA's first rung in fine-tuning steps; 0: ray.checkpoint_every
+    grace_steps: int = 0  # ASHA's first rung in fine-tuning steps; 0: a quarter of them
     reduction_factor: int = 2  # ASHA keeps the best 1/reduction_factor at each rung
     max_concurrent: int = 0  # 0: as many as the cluster's CPUs (or GPUs) allow
     seed: int = 0  # Optuna's sampler

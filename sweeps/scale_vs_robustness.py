@@ -321,7 +321,7 @@ class Sweep:
         return self.config.ray.local_finetunes
 
     def finetune_trainable(self, stage0, scoring: dict | None = None):
-        """The Tune trainable that runs one fine-tune (scoring its checkpoints in Optuna mode)."""
+        """The Tune trainable that runs one fine-tune (scoring its model in Optuna mode)."""
         import ray.tune
 
         from sweeps.trials import finetune_trial
@@ -534,7 +534,7 @@ class Sweep:
 
     def search(self, stage0) -> tuple[dict[float, dict], list[str]]:
         """Per fraction, Optuna over loss weight and learning rates with ASHA stopping weak
-        fine-tunes at their checkpoints; (the best fully trained values per fraction, the
+        fine-tunes at its rungs; (the best fully trained values per fraction, the
         fractions without one)."""
         from sweeps.plan import search_group
         from sweeps.search import (

@@ -1,6 +1,6 @@
 """Optuna mode's pieces for Ray Tune: the search space over loss weight and learning rates, the
 Optuna searcher (seeded, told about trials finished by an earlier run) and the ASHA scheduler
-that stops weak fine-tunes at their checkpoints."""
+that stops weak fine-tunes at its rungs, the steps at which the workers report the objective."""
 
 from __future__ import annotations
 
@@ -49,17 +49,35 @@ def make_searcher(config: StudyConfig, finished: list[dict]):
     )
 
 
+def grace_steps(config: StudyConfig) -> int:
+    """ASHA's first rung: search.grace_steps, else a quarter of the fine-tune; at most all of it."""
+    steps = config.finetune.steps
+    return min(config.search.grace_steps or max(1, steps // 4), steps)
+
+
+def rung_steps(config: StudyConfig) -> list[int]:
+    """The steps before the last at which ASHA compares trials: grace * reduction_factor^k.
+
+    A search trial reports its objective at these and at its last step, and nowhere else:
+    scoring costs a generation pass, and ASHA reads no other report."""
+    steps, rungs = config.finetune.steps, []
+    rung = grace_steps(config)
+    while rung < steps:
+        rungs.append(rung)
+        rung *= config.search.reduction_factor
+    return rungs
+
+
 def make_scheduler(config: StudyConfig):
     """ASHA over fine-tuning steps: rungs at grace, grace*rf, ... below finetune.steps."""
     from ray.tune.schedulers import ASHAScheduler
 
-    grace = config.search.grace_steps or config.ray.checkpoint_every or config.finetune.steps
     return ASHAScheduler(
         time_attr=PROGRESS,
         # one past the last step: ASHA stops a trial that reaches max_t, which would kill a
         # finished fine-tune before Ray Train releases its workers; past it, it ends by itself
         max_t=config.finetune.steps + 1,
-        grace_period=min(grace, config.finetune.steps),
+        grace_period=grace_steps(config),
         reduction_factor=config.search.reduction_factor,
     )
 

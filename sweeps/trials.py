@@ -1,7 +1,7 @@
 """What runs inside Ray: the Ray Train worker loop that fine-tunes MoCLIP, the Tune trial that
 launches it, the Tune trial that evaluates one encoder under one attack, and the trial of stages
-1 and 2 that is either (in Optuna mode the worker scores its own checkpoints for the search
-objective).
+1 and 2 that is either (in Optuna mode the worker scores its own model for the search objective
+at ASHA's rungs).
 
 Each function takes plain dicts (what Tune's param space and Ray's object store carry) and
 calls into `sweeps.jobs` and `moclip`, which know nothing of Ray.
@@ -36,10 +36,12 @@ def finetune_worker(loop_config: dict) -> None:
     `ray.checkpoint_every` steps, then score retrieval on the test split and report the final
     checkpoint. Picks up from the latest checkpoint after a worker failure.
 
-    With `loop_config["scoring"]` (Optuna mode) it reports only at checkpoints, and rank 0 adds
-    the search objective of the model at that step (what Optuna and ASHA read)."""
+    With `loop_config["scoring"]` (Optuna mode) it reports at ASHA's rungs and at checkpoints,
+    and rank 0 adds the search objective of the model at that step (what Optuna and ASHA read;
+    Tune wants it in every report of a search trial)."""
     from moclip.model import save_checkpoint
     from moclip.text_encoders import TextEmbedder
+    from sweeps.search import rung_steps
 
     study = config_from_dict(loop_config["study"])
     job = loop_config["job"]
@@ -65,7 +67,7 @@ def finetune_worker(loop_config: dict) -> None:
     plain = getattr(model, "module", model)
     scorer = Scorer(loop_config["scoring"], device) if loop_config.get("scoring") else None
 
-    def report(metrics: dict, step: int, with_optimizer: bool) -> None:
+    def report(metrics: dict, step: int, with_optimizer: bool, save: bool = True) -> None:
         if rank != 0:
             send(metrics)
             return
@@ -75,6 +77,9 @@ def finetune_worker(loop_config: dict) -> None:
             plain.train()
             metrics = {**metrics, "objective": value}
             metrics.update({f"objective/{name}": v for name, v in per_attack.items()})
+        if not save:
+            send(metrics)
+            return
         # Mid-run checkpoints upload in Ray's background thread while training goes on (on a
         # cluster that is seconds per checkpoint to S3); Ray deletes the folder once uploaded.
         # The last one uploads before the trial ends, so the trial's result always has it.
@@ -100,12 +105,16 @@ def finetune_worker(loop_config: dict) -> None:
 
     started = time.monotonic()
     every = study.ray.checkpoint_every
+    rungs = set(rung_steps(study)) if scorer is not None else set()
 
     def on_step(step: int, metrics: dict) -> None:
+        if step >= config.steps:  # the final report follows the test scores
+            return
         row = {"step": step, "loss": metrics["loss"], "distill": metrics["distill"]}
-        if every and step % every == 0 and step < config.steps:
-            report(row, step, with_optimizer=True)
-        elif scorer is None and step % config.log_every == 0 and step < config.steps:
+        save = bool(every) and step % every == 0
+        if save or step in rungs:
+            report(row, step, with_optimizer=True, save=save)
+        elif scorer is None and step % config.log_every == 0:
             send(row)
 
     prepare = ray.train.torch.prepare_data_loader

@@ -76,3 +76,26 @@ def test_fine_tune_trials_hold_the_workers_share_only_in_local_mode():
     workers = RayConfig(num_workers=2, use_gpu=True, gpus_per_worker=1)
     assert workers.finetune_trial_resources() == {"CPU": 0, "memory": 1}
     assert RayConfig(num_workers=0).local_finetunes and not workers.local_finetunes
+
+
+@pytest.mark.parametrize(
+    "steps, grace, factor",
+    [(16, 4, 2), (15, 4, 2), (4, 2, 2), (16, 0, 2), (20000, 0, 3), (10, 10, 2), (10, 50, 2)],
+)
+def test_search_trials_report_at_every_rung_ray_asha_compares(steps, grace, factor):
+    # the worker scores the model at rung_steps only (and at the last step): a rung ASHA has
+    # below the last step that the worker skips would never stop a trial
+    from sweeps.search import make_scheduler, rung_steps
+
+    config = load_config(
+        overrides=[
+            f"finetune.steps={steps}",
+            f"search.grace_steps={grace}",
+            f"search.reduction_factor={factor}",
+        ]
+    )
+    (bracket,) = make_scheduler(config)._brackets
+    milestones = sorted(milestone for milestone, _ in bracket._rungs if milestone < steps)
+    assert rung_steps(config) == milestones
+    if grace == 0:  # a quarter of the fine-tune
+        assert milestones[0] == steps // 4

@@ -221,18 +221,29 @@ def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
         "search.trials=3",
         "search.w_distill=[0.0, 2.0]",
         "finetune.steps=4",
-        "ray.checkpoint_every=2",
+        # ASHA's rung at step 2 has no checkpoint; the checkpoint at step 3 is no rung
+        "search.grace_steps=2",
+        "ray.checkpoint_every=3",
         "ray.num_workers=0",
     )
     first = run_job(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "[search] fraction 1 (576 pairs): 3 Optuna trials, 0 finished earlier" in first.stdout
     # 3 trials in 2 slots: a process took on a second trial
-    pids = [
-        json.loads(path.read_text().splitlines()[-1])["pid"]
+    results = [
+        [json.loads(line) for line in path.read_text().splitlines()]
         for path in (tmp_path / "ray").glob("search-*/*/result.json")
     ]
+    pids = [rows[-1]["pid"] for rows in results]
     assert len(pids) == 3 and len(set(pids)) < 3
+    # every trial scored its model at the rung (step 2) without writing a checkpoint there,
+    # then at its checkpoint (step 3) and at its end, where it was not stopped
+    for rows in results:
+        steps = [row["step"] for row in rows]
+        assert steps in ([2], [2, 3, 4]), steps
+        assert all(row["objective"] > 0 for row in rows)
+        saved = [row["step"] for row in rows if row.get("checkpoint_dir_name")]
+        assert saved == steps[1:]
     # the best search trial is the seed-0 fine-tune of stage 1: not rerun
     assert "[stage 1] 1 fine-tunes: 1 finished earlier, 0 to run" in first.stdout
 
