@@ -58,8 +58,8 @@ def grace_steps(config: StudyConfig) -> int:
 def rung_steps(config: StudyConfig) -> list[int]:
     """The steps before the last at which ASHA compares trials: grace * reduction_factor^k.
 
-    A search trial reports its objective at these and at its last step, and nowhere else:
-    scoring costs a generation pass, and ASHA reads no other report."""
+    A search trial scores its model here, at its checkpoints (Tune wants the objective in
+    every report of a search trial) and at its last step; each score is a generation pass."""
     steps, rungs = config.finetune.steps, []
     rung = grace_steps(config)
     while rung < steps:
