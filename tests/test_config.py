@@ -83,8 +83,8 @@ def test_fine_tune_trials_hold_the_workers_share_only_in_local_mode():
     [(16, 4, 2), (15, 4, 2), (4, 2, 2), (16, 0, 2), (20000, 0, 3), (10, 10, 2), (10, 50, 2)],
 )
 def test_search_trials_report_at_every_rung_ray_asha_compares(steps, grace, factor):
-    # the worker scores the model at rung_steps only (and at the last step): a rung ASHA has
-    # below the last step that the worker skips would never stop a trial
+    # without checkpoints the worker scores the model at rung_steps and its last step only: a
+    # rung ASHA has below the last step that the worker skips would never stop a trial
     from sweeps.search import make_scheduler, rung_steps
 
     config = load_config(
