@@ -295,6 +295,14 @@ def _coerce(value, annotation, key: str):
     return value
 
 
+def _shown(key) -> str:
+    """A key as an error message names it: as written, or quoted where it is not plain
+    one-line text (so that the message stays one line)."""
+    if isinstance(key, str) and key and key.isprintable() and key.strip() == key:
+        return key
+    return repr(key)
+
+
 def _build(cls, values, prefix: str):
     if values is None:
         values = {}
@@ -302,10 +310,13 @@ def _build(cls, values, prefix: str):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    # a YAML mapping's keys may be numbers, null or text with line breaks
+    unknown = sorted(set(values) - fields, key=str)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown key {where}{_shown(unknown[0])}; allowed: {', '.join(sorted(fields))}"
+        )
     kwargs = {
         name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
         for name, value in values.items()

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cluster.tracking_stack import executable, free_port, start, stop, wait_until_up
@@ -87,6 +87,9 @@ def test_fuzzed_overrides_load_or_fail_in_one_line(overrides):
 
 @settings(max_examples=150, deadline=None)
 @given(document=st.one_of(st.text(max_size=200), values.map(yaml.safe_dump)))
+@example(document="? '\n\n'")  # a key of line breaks (found by this test)
+@example(document="1: 2\nb: 3\n")  # keys of two types, which do not sort together
+@example(document="grid: {null: 1}\n")
 def test_fuzzed_config_files_load_or_fail_in_one_line(tmp_path_factory, document):
     path = tmp_path_factory.mktemp("fuzz") / "study.yaml"
     path.write_text(document, encoding="utf-8")
