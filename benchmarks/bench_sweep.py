@@ -14,7 +14,8 @@ stage 0 of a second sweep against the first's.
 3. The same N trials through the sweep (local Ray on every core, MLflow SQLite store), in a
    subprocess with the stage-0 cache warm: speed-up = loop seconds / the sweep's stages 1 + 2
    seconds (one Tuner), and its setup + stage 0 seconds against step 1 (a second sweep's
-   stage 0).
+   stage 0); and where the cores went meanwhile: CPU seconds of the driver, the trial
+   processes and Ray's own services, read from the sweep's process tree.
 4. One trial (fraction 1.0, seed 0, clean only) through the sweep against the same trial
    called directly: the overhead of Ray + MLflow per trial, and for the whole process; and
    against the same trial in a fresh Python process, to tell a process's own start and
@@ -38,6 +39,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import psutil
 import torch
 from common import describe_device
 
@@ -142,9 +144,10 @@ def sequential(config, stage0, threads: int, folder: Path) -> list[float]:
     return seconds
 
 
-def sweep(shared: Path, name: str, args: list[str]) -> tuple[float, dict[str, float]]:
+def sweep(shared: Path, name: str, args: list[str]) -> tuple[float, dict[str, float], dict]:
     """Run the sweep in a subprocess in a fresh workdir that shares `shared`'s corpus and
-    stage-0 cache; (process wall seconds, the sweep's own seconds per stage)."""
+    stage-0 cache; (process wall seconds, the sweep's own seconds per stage, its processes'
+    CPU seconds by kind)."""
     workdir = shared.parent / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -155,12 +158,53 @@ def sweep(shared: Path, name: str, args: list[str]) -> tuple[float, dict[str, fl
     started = time.monotonic()
     log = workdir / "sweep.log"
     with log.open("w") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        sweep_process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        cpu = cpu_by_kind(sweep_process)
     wall = time.monotonic() - started
-    if code != 0:
-        raise SystemExit(f"the sweep {name} failed (exit {code}); see {log}")
+    if sweep_process.returncode != 0:
+        raise SystemExit(f"the sweep {name} failed (exit {sweep_process.returncode}); see {log}")
     (state,) = (workdir / "sweeps").glob("*/state.json")
-    return wall, json.loads(state.read_text())["seconds"]
+    return wall, json.loads(state.read_text())["seconds"], cpu
+
+
+def process_kind(process: psutil.Process, driver: int) -> str:
+    """What a process of the sweep's tree is: the driver, a Ray worker by its title
+    (ray::ImplicitFunc is a Tune trial's process), or a Ray service by its program."""
+    if process.pid == driver:
+        return "driver (Tune, MLflow records)"
+    words = process.cmdline() or [process.name()]
+    if words[0].startswith("ray::"):  # ray::ImplicitFunc.train while in a method
+        return words[0].split()[0].split(".")[0]
+    programs = [Path(word).name for word in words if not word.startswith("-")]
+    return next((p for p in programs if p.endswith(".py")), programs[0])
+
+
+def cpu_by_kind(process: subprocess.Popen, every_s: float = 0.5) -> dict[str, tuple[int, float]]:
+    """Until `process` exits: kind -> (processes, CPU seconds, user + system) of it and every
+    process below it, each read at most `every_s` before it ended, under its last title."""
+    root = psutil.Process(process.pid)
+    seen: dict[int, tuple[str, float]] = {}
+    while process.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for member in tree:
+            try:
+                # a Ray worker's title changes as it takes on work: keep its last
+                with member.oneshot():
+                    times = member.cpu_times()
+                    kind = process_kind(member, process.pid)
+                seen[member.pid] = (kind, times.user + times.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        time.sleep(every_s)
+    process.wait()
+    kinds: dict[str, tuple[int, float]] = {}
+    for kind, seconds in seen.values():
+        count, total = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (count + 1, total + seconds)
+    return kinds
 
 
 def main() -> None:
@@ -210,10 +254,10 @@ def main() -> None:
     print(f"  the same in a fresh Python process: {fresh_single:.1f} s", flush=True)
 
     print("\n3. the same trials through the sweep", flush=True)
-    grid_wall, grid_stages = sweep(workdir, "sweep-grid", grid)
+    grid_wall, grid_stages, grid_cpu = sweep(workdir, "sweep-grid", grid)
     print(f"  {grid_wall:.1f} s; {json.dumps(grid_stages)}", flush=True)
     print("\n4. one trial through the sweep", flush=True)
-    one_wall, one_stages = sweep(workdir, "sweep-one", overrides(workdir, args.steps, SINGLE))
+    one_wall, one_stages, _ = sweep(workdir, "sweep-one", overrides(workdir, args.steps, SINGLE))
     print(f"  {one_wall:.1f} s; {json.dumps(one_stages)}", flush=True)
 
     trials = grid_stages["stages 1+2"] + grid_stages["model wait"]
@@ -253,6 +297,16 @@ def main() -> None:
         f"| stage 0, second sweep (setup + stage 0 + model wait) | {second_stage0:.1f} | "
         f"{100 * second_stage0 / stage0_cold:.1f} % of the first (goal <= 5 %) |"
     )
+    cores = os.cpu_count() or 1
+    print(
+        f"\nWhere the cores went in the sweep of {n} trials ({cores} cores x {grid_wall:.1f} s "
+        f"= {cores * grid_wall:.0f} CPU seconds)"
+    )
+    print("\n| process | count | CPU seconds | share of the cores |\n|---|---:|---:|---:|")
+    for kind, (count, seconds) in sorted(grid_cpu.items(), key=lambda item: -item[1][1]):
+        print(f"| {kind} | {count} | {seconds:.1f} | {100 * seconds / (cores * grid_wall):.1f} % |")
+    idle = cores * grid_wall - sum(seconds for _, seconds in grid_cpu.values())
+    print(f"| (idle) | | {idle:.1f} | {100 * idle / (cores * grid_wall):.1f} % |")
 
 
 if __name__ == "__main__":
