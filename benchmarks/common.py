@@ -9,12 +9,13 @@ import torch
 
 
 def describe_device(device: torch.device) -> str:
-    """e.g. 'cuda (NVIDIA H100 80GB HBM3), torch 2.11.0, threads 16'."""
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine()
-    )
+    """e.g. 'cuda (NVIDIA H100 80GB HBM3), torch 2.11.0, threads 16' or 'cpu (x86_64, AVX512),
+    torch 2.14.1, threads 2' (the vector kernels torch uses on the CPU)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        kernels = torch.backends.cpu.get_cpu_capability()
+        name = f"{platform.processor() or platform.machine()}, {kernels}"
     return f"{device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
 
 

@@ -903,7 +903,13 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     from moclip.data.dataset import DatasetError
     from sweeps.stage0 import data_root, run_stage0
     from sweeps.storage import StorageError, redact
-    from sweeps.tracking import TrackingError, code_version, flatten, package_versions
+    from sweeps.tracking import (
+        TrackingError,
+        code_version,
+        flatten,
+        package_versions,
+        platform_facts,
+    )
 
     started = time.monotonic()
     clock = StageClock()
@@ -947,6 +953,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
                 "train_fingerprint": stage0.train_fingerprint,
                 "test_fingerprint": stage0.test_fingerprint,
                 **{f"version.{k}": v for k, v in package_versions().items()},
+                **{f"platform.{k}": v for k, v in platform_facts().items()},
             },
         )
         sweep.log_stage0 = not existed

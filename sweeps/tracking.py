@@ -113,6 +113,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def platform_facts() -> dict[str, str]:
+    """What besides code, config and data decides a CPU run's last digits: the vector
+    instructions torch's kernels use (AVX-512 sums round otherwise than AVX2's;
+    ATEN_CPU_CAPABILITY lowers them) and the processor architecture."""
+    import torch
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
+
+
 class Tracker:
     """The sweep's parent run and its children in one MLflow experiment."""
 
