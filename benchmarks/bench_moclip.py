@@ -1,5 +1,5 @@
 """MoCLIP fine-tuning throughput (pairs/s), peak memory and model FLOP/s, per text tower and
-data path, side by side.
+data path, side by side; and the seconds of one mid-run checkpoint against 1000 steps.
 
     python benchmarks/bench_moclip.py [--towers tiny hf] [--steps 20] [--batch-size 64]
     python benchmarks/bench_moclip.py --towers vit-b-32 --paths full trimmed --device cuda
@@ -22,13 +22,16 @@ import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import GpuBusy, describe_device
-from moclip.model import build_moclip
+from moclip.model import CheckpointMeta, build_moclip, save_checkpoint
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.pairs import Batch
 from moclip.skeletons import HUMANML3D
@@ -127,6 +130,7 @@ def run(
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = time.perf_counter() - started
+    checkpoint_s, checkpoint_mb = time_checkpoint(model, optimizer, scheduler, name, config)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return {
         "tower": name,
@@ -138,7 +142,28 @@ def run(
         "tflops": flops * steps / seconds / 1e12,
         "gpu_util": sampler.mean() if sampler else float("nan"),
         "teacher_s": teacher_s,
+        "checkpoint_s": checkpoint_s,
+        "checkpoint_mb": checkpoint_mb,
     }
+
+
+def time_checkpoint(model, optimizer, scheduler, name: str, config) -> tuple[float, float]:
+    """(seconds, MB) of one mid-run checkpoint as the sweep writes it: weights, optimizer and
+    scheduler state, to a local temporary folder (from the GPU: the copy to the host included)."""
+    with tempfile.TemporaryDirectory() as folder:
+        meta = CheckpointMeta(
+            step=0,
+            text_spec=TOWERS[name],
+            motion_config=model.motion.config,
+            skeleton=HUMANML3D.name,
+            train_config=config.to_dict(),
+            data_fingerprint="bench",
+            mean=np.zeros(HUMANML3D.feature_dim, dtype=np.float32),
+            std=np.ones(HUMANML3D.feature_dim, dtype=np.float32),
+        )
+        started = time.perf_counter()
+        path = save_checkpoint(Path(folder) / "moclip.pt", model, meta, optimizer, scheduler)
+        return time.perf_counter() - started, path.stat().st_size / 1e6
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -193,7 +218,7 @@ def main() -> None:
     reference = rows[0]["pairs_per_s"]
     print(
         "\ntower     path     batch params(M)  pairs/s step ms vs first  peak MiB  TFLOP/s"
-        "  MFU  GPU busy  teacher fill s"
+        "  MFU  GPU busy  teacher fill s  checkpoint s (MB)  per 1000 steps"
     )
     for row in rows:
         mfu = f"{100 * row['tflops'] / peak:4.1f}%" if peak else "   - "
@@ -202,12 +227,16 @@ def main() -> None:
             f"{row['tower']:<9} {row['path']:<8} {row['batch']:5d} {row['params_m']:9.1f} "
             f"{row['pairs_per_s']:8.0f} {row['step_ms']:7.0f} {row['pairs_per_s'] / reference:7.2f}x "
             f"{row['peak_mib']:9.0f} {row['tflops']:8.2f} {mfu} {busy:>9} "
-            f"{row['teacher_s']:15.1f}"
+            f"{row['teacher_s']:15.1f} {row['checkpoint_s']:8.2f} ({row['checkpoint_mb']:5.0f}) "
+            # 1000 steps of step_ms milliseconds take step_ms seconds
+            f"{100 * row['checkpoint_s'] / (row['checkpoint_s'] + row['step_ms']):13.2f}%"
         )
     print(
         "(TFLOP/s counts the matrix FLOPs of forward and backward, torch's FlopCounterMode, so a "
         "trimmed tower counts only the tokens it runs; MFU divides by the dense bf16 peak, "
-        f"{peak or 'unknown here'} TFLOP/s; GPU busy is NVML's share of time a kernel ran)"
+        f"{peak or 'unknown here'} TFLOP/s; GPU busy is NVML's share of time a kernel ran; "
+        "per 1000 steps: one mid-run checkpoint's share of the time of 1000 steps and itself, "
+        "what `ray.checkpoint_every: 1000` costs a fine-tune, before any upload)"
     )
 
 
