@@ -167,12 +167,15 @@ def sweep(shared: Path, name: str, args: list[str]) -> tuple[float, dict[str, fl
     return wall, json.loads(state.read_text())["seconds"], cpu
 
 
-def process_kind(process: psutil.Process, driver: int) -> str:
+def process_kind(process: psutil.Process, driver: int) -> str | None:
     """What a process of the sweep's tree is: the driver, a Ray worker by its title
-    (ray::ImplicitFunc is a Tune trial's process), or a Ray service by its program."""
+    (ray::ImplicitFunc is a Tune trial's process), or a Ray service by its program; None
+    while it has no command line (starting or exiting)."""
     if process.pid == driver:
         return "driver (Tune, MLflow records)"
-    words = process.cmdline() or [process.name()]
+    words = process.cmdline()
+    if not words:
+        return None
     if words[0].startswith("ray::"):  # ray::ImplicitFunc.train while in a method
         return words[0].split()[0].split(".")[0]
     programs = [Path(word).name for word in words if not word.startswith("-")]
@@ -195,6 +198,7 @@ def cpu_by_kind(process: subprocess.Popen, every_s: float = 0.5) -> dict[str, tu
                 with member.oneshot():
                     times = member.cpu_times()
                     kind = process_kind(member, process.pid)
+                kind = kind or seen.get(member.pid, (member.name(),))[0]
                 seen[member.pid] = (kind, times.user + times.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
