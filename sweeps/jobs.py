@@ -143,6 +143,7 @@ class FinetuneRun:
     study: StudyConfig
     job: dict
     root: str
+    fingerprints: dict[str, str]  # the driver's, by split: what this node's copy must match
     train: object  # MotionDataset
     subset: object  # MotionDataset: the job's nested subset of train
     pairs: object  # PairSet
@@ -201,9 +202,9 @@ class FinetuneRun:
     def test_scores(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Retrieval on the test split (batch-32 R-precision, R@k, teacher drift)."""
         from moclip.retrieval import evaluate_retrieval
-        from sweeps.stage0 import load_split
+        from sweeps.stage0 import node_split
 
-        test = load_split(self.study.data.kind, self.root, "test")
+        test = node_split(self.study, self.root, "test", self.fingerprints.get("test"))
         scores = evaluate_retrieval(
             model,
             self.tokenizer,
@@ -217,16 +218,20 @@ class FinetuneRun:
         return {k: v for k, v in scores.items() if not k.startswith("num_")}
 
 
-def prepare_finetune(study: StudyConfig, job: dict, root: str) -> FinetuneRun:
-    """Everything a fine-tune of `job` (fraction, seed, loss weights) needs, on the CPU."""
+def prepare_finetune(
+    study: StudyConfig, job: dict, root: str, fingerprints: dict[str, str] | None = None
+) -> FinetuneRun:
+    """Everything a fine-tune of `job` (fraction, seed, loss weights) needs, on the CPU, from
+    the data at `root` on this node (checked against the driver's `fingerprints` by split)."""
     from moclip.data.subsets import nested_subset
     from moclip.model import build_moclip
     from moclip.pairs import PairSet
     from moclip.text_encoders import TeacherCache, frozen_copy
     from moclip.training import make_optimizer
-    from sweeps.stage0 import load_split
+    from sweeps.stage0 import node_split
 
-    train = load_split(study.data.kind, root, "train")
+    fingerprints = fingerprints or {}
+    train = node_split(study, root, "train", fingerprints.get("train"))
     subset = train.subset(nested_subset(train.motion_ids, job["fraction"], job["seed"]))
     config = finetune_config(study, job)
     model, tokenizer = build_moclip(
@@ -238,6 +243,7 @@ def prepare_finetune(study: StudyConfig, job: dict, root: str) -> FinetuneRun:
         study=study,
         job=job,
         root=root,
+        fingerprints=fingerprints,
         train=train,
         subset=subset,
         pairs=PairSet(subset, train.mean, train.std),

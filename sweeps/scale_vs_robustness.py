@@ -332,6 +332,7 @@ class Sweep:
             root=stage0.root,
             run_name=self.run_name,
             storage=self.storage,
+            fingerprints=stage0.fingerprints,
             scoring=scoring,
         )
 
@@ -347,6 +348,7 @@ class Sweep:
             root=stage0.root,
             run_name=self.run_name,
             storage=self.storage,
+            fingerprints=stage0.fingerprints,
             payload=stage0.payload(self.config),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,8 +45,24 @@ def corpus_folder(workdir: Path, data: DataConfig) -> Path:
         print(f"[stage 0] reusing corpus {root}", flush=True)
         return root
     print(f"[stage 0] building {data.num_motions} synthetic motions in {root}", flush=True)
-    build_corpus(root, data.num_motions, data.seed)
+    build_corpus_once(root, data)
     return root
+
+
+def build_corpus_once(root: Path, data: DataConfig, workers: int | None = None) -> bool:
+    """Build the synthetic corpus at `root` unless it is there, one process at a time (a
+    node's trials may all ask at once); whether this call built it. `corpus.json` is written
+    last, so a folder that has it is whole."""
+    from filelock import FileLock
+
+    if (root / "corpus.json").is_file():
+        return False
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{root}.lock"):
+        if (root / "corpus.json").is_file():
+            return False
+        build_corpus(root, data.num_motions, data.seed, workers=workers)
+    return True
 
 
 def data_root(config: StudyConfig) -> str:
@@ -60,6 +77,41 @@ def load_split(kind: str, root: str, split: str) -> MotionDataset:
     if kind == "action3d":
         return load_action3d(root, split)
     return load_dataset(root, split)
+
+
+def node_split(
+    config: StudyConfig, root: str, split: str, fingerprint: str | None = None
+) -> MotionDataset:
+    """One split as the node this runs on has it, for the code that runs in Ray's workers.
+
+    A cluster's worker node does not see the driver's workdir: a synthetic corpus missing here
+    is built again at the same path, byte for byte (motion i depends only on the seed and i);
+    any other data set must be at `root` on every node. With the driver's `fingerprint` of the
+    split, a node's copy that differs (a stale sync) is an error, not a silently other study."""
+    node = socket.gethostname()
+    if config.data.kind == "synthetic":
+        try:
+            # one process, no pool: forking a process that runs Ray's threads can deadlock
+            if build_corpus_once(Path(root), config.data, workers=1):
+                print(f"[data] built the synthetic corpus {root} on node {node}", flush=True)
+        except OSError as err:
+            raise DatasetError(
+                f"{root}: cannot build the synthetic corpus on node {node} ({err}); set "
+                f"data.root to a folder every node can write"
+            ) from None
+    elif not Path(root).is_dir():
+        raise DatasetError(
+            f"{root}: no such data folder on node {node}; every node reads data.root at this "
+            f"path (ray_cluster.yaml's file_mounts copy it to every node)"
+        )
+    part = load_split(config.data.kind, root, split)
+    if fingerprint and part.fingerprint() != fingerprint:
+        raise DatasetError(
+            f"{root}: the {split} split on node {node} is not the data the driver read "
+            f"(fingerprint {part.fingerprint()[:12]}, the driver's {fingerprint[:12]}); copy "
+            f"the same data to every node and run the sweep again"
+        )
+    return part
 
 
 def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
@@ -86,13 +138,17 @@ def _file_bytes(save, suffix: str) -> bytes:
         return path.read_bytes()
 
 
-def train_evaluator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
-    """The evaluator file's bytes and its ground-truth figures on the test split."""
+def train_evaluator_task(
+    config: StudyConfig, root: str, fingerprints: dict[str, str] | None = None
+) -> tuple[bytes, dict]:
+    """The evaluator file's bytes and its ground-truth figures on the test split (read as
+    `node_split` reads them, checked against the driver's `fingerprints` by split)."""
     from moclip.evaluation.evaluator import save_evaluator
     from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
 
-    train = load_split(config.data.kind, root, "train")
-    test = load_split(config.data.kind, root, "test")
+    fingerprints = fingerprints or {}
+    train = node_split(config, root, "train", fingerprints.get("train"))
+    test = node_split(config, root, "test", fingerprints.get("test"))
     started = time.monotonic()
     evaluator, _ = train_evaluator(
         train, config.evaluation.evaluator_steps, seed=config.evaluation.seed, log_every=0
@@ -103,7 +159,9 @@ def train_evaluator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
     return blob, figures
 
 
-def train_generator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
+def train_generator_task(
+    config: StudyConfig, root: str, fingerprints: dict[str, str] | None = None
+) -> tuple[bytes, dict]:
     """The generator file's bytes (trained on the original, not fine-tuned, encoder)."""
     import numpy as np
 
@@ -111,7 +169,7 @@ def train_generator_task(config: StudyConfig, root: str) -> tuple[bytes, dict]:
     from moclip.generation.train_generator import train_generator
     from moclip.text_encoders import TextEmbedder, build_text_encoder
 
-    train = load_split(config.data.kind, root, "train")
+    train = node_split(config, root, "train", (fingerprints or {}).get("train"))
     encoder, tokenizer, _ = build_text_encoder(config.encoder)
     started = time.monotonic()
     generator, losses = train_generator(
@@ -153,6 +211,11 @@ class Stage0:
     @property
     def data_fingerprint(self) -> str:
         return digest([self.train_fingerprint, self.test_fingerprint])
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """The splits' fingerprints, for trials on other nodes to check their copy against."""
+        return {"train": self.train_fingerprint, "test": self.test_fingerprint}
 
     def collect_models(self, timeout: float = 0) -> bool:
         """Save the models whose training has ended, waiting up to `timeout` s for the first;
@@ -214,13 +277,13 @@ def resolve_models(payload: dict) -> dict:
 
 
 def _cached_model(
-    path: Path, task, config: StudyConfig, root: str, resources: dict
+    path: Path, task, config: StudyConfig, root: str, fingerprints: dict, resources: dict
 ) -> tuple[Path, dict] | ray.ObjectRef:
     """The cached file and its figures, or the running task that will make them."""
     figures = path.with_suffix(".json")
     if path.is_file() and figures.is_file():
         return path, json.loads(figures.read_text())
-    return ray.remote(**resources)(task).remote(config, root)
+    return ray.remote(**resources)(task).remote(config, root, fingerprints)
 
 
 def run_stage0(config: StudyConfig) -> Stage0:
@@ -231,10 +294,12 @@ def run_stage0(config: StudyConfig) -> Stage0:
     started = time.monotonic()
     root = data_root(config)
     splits = load_splits(config, root)
+    # sha256 over every feature: seconds for HumanML3D, so once per split
+    fingerprints = {name: part.fingerprint() for name, part in splits.items()}
     for name, part in splits.items():
         print(
             f"[stage 0] {name}: {len(part.motion_ids)} motions, {part.num_pairs} caption pairs,"
-            f" dropped {dict(part.dropped) or 'none'}, fingerprint {part.fingerprint()[:12]}",
+            f" dropped {dict(part.dropped) or 'none'}, fingerprint {fingerprints[name][:12]}",
             flush=True,
         )
     train, test = splits["train"], splits["test"]
@@ -251,7 +316,7 @@ def run_stage0(config: StudyConfig) -> Stage0:
             sizes[(fraction, seed)] = (len(subset.motion_ids), subset.num_pairs)
 
     cache = Path(config.workdir) / "cache"
-    data_key = digest([train.fingerprint(), test.fingerprint()])
+    data_key = digest([fingerprints["train"], fingerprints["test"]])
     evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
     generator_key = digest(
         [
@@ -268,8 +333,11 @@ def run_stage0(config: StudyConfig) -> Stage0:
     if config.ray.use_gpu:
         resources["num_gpus"] = config.ray.gpus_per_worker
     pending = {
-        "evaluator": _cached_model(evaluator_path, train_evaluator_task, config, root, resources),
-        "generator": _cached_model(generator_path, train_generator_task, config, root, resources),
+        name: _cached_model(path, task, config, root, fingerprints, resources)
+        for name, path, task in (
+            ("evaluator", evaluator_path, train_evaluator_task),
+            ("generator", generator_path, train_generator_task),
+        )
     }
     for name, value in pending.items():
         if isinstance(value, tuple):
@@ -288,11 +356,11 @@ def run_stage0(config: StudyConfig) -> Stage0:
                 budget,
                 config.attacks.seed,
                 cache_dir=prompt_cache,
-                data_fingerprint=test.fingerprint(),
+                data_fingerprint=fingerprints["test"],
             )
             transfer_sets[(recipe, budget)] = records
             key = set_key(
-                test.fingerprint(), recipe, Budget.parse(budget), config.attacks.seed, None
+                fingerprints["test"], recipe, Budget.parse(budget), config.attacks.seed, None
             )
             transfer_paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
             changed = sum(r.success for r in records)
@@ -304,8 +372,8 @@ def run_stage0(config: StudyConfig) -> Stage0:
 
     return Stage0(
         root=root,
-        train_fingerprint=train.fingerprint(),
-        test_fingerprint=test.fingerprint(),
+        train_fingerprint=fingerprints["train"],
+        test_fingerprint=fingerprints["test"],
         subset_sizes=sizes,
         evaluator_path=evaluator_path,
         generator_path=generator_path,

@@ -55,7 +55,7 @@ def finetune_worker(loop_config: dict) -> None:
     else:
         rank, device = ray.train.get_context().get_world_rank(), ray.train.torch.get_device()
     send = ray.tune.report if local else ray.train.report
-    run = prepare_finetune(study, job, loop_config["root"])
+    run = prepare_finetune(study, job, loop_config["root"], loop_config["fingerprints"])
     config, tokenizer = run.config, run.tokenizer
     start = 0
     checkpoint = ray.tune.get_checkpoint() if local else ray.train.get_checkpoint()
@@ -138,11 +138,18 @@ def finetune_worker(loop_config: dict) -> None:
 
 
 def finetune_trial(
-    trial_config: dict, study: dict, root: str, run_name: str, storage: str, scoring=None
+    trial_config: dict,
+    study: dict,
+    root: str,
+    run_name: str,
+    storage: str,
+    scoring=None,
+    fingerprints: dict | None = None,
 ) -> None:
     """A Tune trial: one Ray Train run (TorchTrainer) for one grid point or Optuna sample
     (whose sampled values sit beside the job in `trial_config`); with `ray.num_workers: 0`
-    in Ray Train's local mode, in this process."""
+    in Ray Train's local mode, in this process. `fingerprints`: the driver's, by split, which
+    the workers' copies of the data at `root` must match."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = config_from_dict(study)
@@ -157,7 +164,13 @@ def finetune_trial(
     )
     trainer = ray.train.torch.TorchTrainer(
         finetune_worker,
-        train_loop_config={"study": study, "job": job, "root": root, "scoring": scoring},
+        train_loop_config={
+            "study": study,
+            "job": job,
+            "root": root,
+            "fingerprints": fingerprints,
+            "scoring": scoring,
+        },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(
             name=f"{name}-{run_name}",
@@ -214,7 +227,13 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
 
 
 def stage_trial(
-    trial_config: dict, study: dict, root: str, run_name: str, storage: str, payload: dict
+    trial_config: dict,
+    study: dict,
+    root: str,
+    run_name: str,
+    storage: str,
+    payload: dict,
+    fingerprints: dict | None = None,
 ) -> None:
     """A Tune trial of stages 1 and 2, by `trial_config["kind"]`: a fine-tune or an
     evaluation. One trainable for both lets Tune hand a finished trial's process (its imports
@@ -222,4 +241,4 @@ def stage_trial(
     if trial_config["kind"] == "evaluation":
         evaluation_trial(trial_config, payload)
     else:
-        finetune_trial(trial_config, study, root, run_name, storage)
+        finetune_trial(trial_config, study, root, run_name, storage, fingerprints=fingerprints)

@@ -1,0 +1,145 @@
+"""The data as a cluster's worker node sees it: the driver builds the synthetic corpus in its
+own workdir, which other nodes do not have; trials and stage-0 tasks there build it again at
+the same path (byte for byte, once per node however many ask), and a node whose copy of the
+data differs from the driver's fails with the path, the split and both fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import shutil
+import socket
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from moclip.data.dataset import DatasetError
+from sweeps.config import load_config
+from sweeps.stage0 import data_root, load_split, node_split
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
+
+
+def smoke(workdir: Path, *overrides: str):
+    return load_config(SMOKE, [f"workdir={workdir}", *overrides])
+
+
+def driver_corpus(tmp_path: Path):
+    """The config, and the corpus folder and fingerprints the driver reads."""
+    config = smoke(tmp_path / "head")
+    root = data_root(config)
+    fingerprints = {
+        split: load_split("synthetic", root, split).fingerprint() for split in ("train", "test")
+    }
+    return config, root, fingerprints
+
+
+def folder_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_on_node(config_workdir: str, root: str, fingerprint: str) -> tuple[int, str]:
+    """One trial process of a worker node asking for the training split."""
+    config = smoke(Path(config_workdir))
+    split = node_split(config, root, "train", fingerprint)
+    return len(split.motion_ids), split.fingerprint()
+
+
+def test_trials_on_a_node_without_the_corpus_build_it_once_byte_for_byte(tmp_path, capfd):
+    config, root, fingerprints = driver_corpus(tmp_path)
+    node_root = tmp_path / "worker-node" / Path(root).name  # the path, on a node that lacks it
+    # three trial processes of that node start at once
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(3, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(build_on_node, config.workdir, str(node_root), fingerprints["train"])
+            for _ in range(3)
+        ]
+        answers = [future.result() for future in futures]
+    assert {fingerprint for _, fingerprint in answers} == {fingerprints["train"]}
+    assert answers[0][0] == len(load_split("synthetic", root, "train").motion_ids)
+    assert folder_digest(node_root) == folder_digest(Path(root))
+    built = capfd.readouterr().out.count(f"built the synthetic corpus {node_root}")
+    assert built == 1
+
+
+def test_a_fine_tune_on_a_node_without_the_corpus_trains_on_the_drivers_data(tmp_path):
+    from sweeps.jobs import prepare_finetune
+
+    config, root, fingerprints = driver_corpus(tmp_path)
+    node_root = str(tmp_path / "worker-node" / "corpus")
+    job = {"key": "ft-test", "fraction": 0.5, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    node = prepare_finetune(config, job, node_root, fingerprints)
+    head = prepare_finetune(config, job, root, fingerprints)
+    assert node.subset.fingerprint() == head.subset.fingerprint()
+    torch.set_num_threads(1)
+    losses = [[row["loss"] for row in run.fit("cpu")] for run in (node, head)]
+    assert len(losses[0]) == config.finetune.steps and losses[0] == losses[1]
+    scores = node.test_scores(node.model, torch.device("cpu"))
+    assert scores == head.test_scores(head.model, torch.device("cpu"))
+
+
+def test_a_node_whose_copy_differs_fails_with_the_path_split_and_fingerprints(tmp_path):
+    from sweeps.jobs import prepare_finetune
+
+    config, root, fingerprints = driver_corpus(tmp_path)
+    stale = tmp_path / "worker-node" / "synthetic"
+    shutil.copytree(root, stale)
+    first = load_split("synthetic", root, "train").motion_ids[0]
+    (stale / "texts" / f"{first}.txt").write_text("a person waves.#a/DET person/NOUN#0.0#0.0\n")
+    job = {"key": "ft-test", "fraction": 1.0, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    with pytest.raises(DatasetError) as err:
+        prepare_finetune(config, job, str(stale), fingerprints)
+    message = str(err.value)
+    assert str(stale) in message and "train split" in message
+    assert socket.gethostname() in message and fingerprints["train"][:12] in message
+    assert "\n" not in message
+    # each split is checked on its own: the test split's motions are untouched
+    assert node_split(config, str(stale), "test", fingerprints["test"]).fingerprint()
+    # without the driver's fingerprints (a benchmark, say) the copy loads as it is
+    assert node_split(config, str(stale), "train").fingerprint() != fingerprints["train"]
+
+
+def test_a_missing_data_set_or_an_unwritable_corpus_path_is_one_clear_line(tmp_path):
+    humanml3d = load_config(
+        ROOT / "sweeps" / "configs" / "humanml3d.yaml",
+        [f"workdir={tmp_path}", f"data.root={tmp_path / 'no-such-folder'}"],
+    )
+    with pytest.raises(DatasetError) as err:
+        node_split(humanml3d, str(tmp_path / "no-such-folder"), "train")
+    message = str(err.value)
+    assert "no-such-folder" in message and socket.gethostname() in message
+    assert "file_mounts" in message and "\n" not in message
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DatasetError) as err:
+        node_split(smoke(tmp_path), str(blocker / "synthetic"), "train")
+    assert "cannot build the synthetic corpus" in str(err.value)
+    assert str(blocker / "synthetic") in str(err.value)
+
+
+def test_the_stage0_training_task_builds_the_corpus_in_a_ray_worker(tmp_path):
+    """The evaluator's training task, run by Ray in a worker process (threads running: the
+    corpus is built there without a process pool) on a node path the corpus is not at."""
+    import ray
+
+    from sweeps.stage0 import train_evaluator_task
+
+    config, root, fingerprints = driver_corpus(tmp_path)
+    node_root = tmp_path / "worker-node" / "synthetic"
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(train_evaluator_task)
+        blob, figures = ray.get(task.remote(config, str(node_root), fingerprints), timeout=300)
+    finally:
+        ray.shutdown()
+    assert blob and figures["train_seconds"] >= 0
+    assert folder_digest(node_root) == folder_digest(Path(root))
