@@ -146,6 +146,7 @@ class FinetuneRun:
     fingerprints: dict[str, str]  # the driver's, by split: what this node's copy must match
     train: object  # MotionDataset
     subset: object  # MotionDataset: the job's nested subset of train
+    subset_fingerprint: str  # hashed once: every checkpoint records it
     pairs: object  # PairSet
     config: object  # moclip.training.FinetuneConfig
     model: torch.nn.Module
@@ -164,7 +165,7 @@ class FinetuneRun:
             motion_config=self.study.motion_encoder,
             skeleton=self.train.skeleton.name,
             train_config=self.config.to_dict(),
-            data_fingerprint=self.subset.fingerprint(),
+            data_fingerprint=self.subset_fingerprint,
             mean=self.train.mean,
             std=self.train.std,
         )
@@ -246,6 +247,7 @@ def prepare_finetune(
         fingerprints=fingerprints,
         train=train,
         subset=subset,
+        subset_fingerprint=subset.fingerprint(),
         pairs=PairSet(subset, train.mean, train.std),
         config=config,
         model=model,
