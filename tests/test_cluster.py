@@ -41,6 +41,25 @@ def test_cluster_configs_pass_rays_schema(path):
         validate_config(prepare_config(broken))
 
 
+@pytest.mark.parametrize("path", ["ray_cluster.yaml", "cluster/local.yaml"])
+def test_cluster_nodes_get_the_wordnet_the_shipped_configs_use(path):
+    """The HumanML3D config attacks with WordNet synonyms; the nodes read WordNet offline from
+    the Debian packages `dev.py` installs on a development machine."""
+    import importlib.util
+
+    from sweeps.config import load_config
+
+    assert "wordnet-synonym" in load_config(ROOT / "sweeps/configs/humanml3d.yaml").attacks.recipes
+    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    packages, marker = dev.APT_PACKAGES["WordNet 3.0"]
+    setup = yaml.safe_load((ROOT / path).read_text())["setup_commands"]
+    installs = [command for command in setup if "apt-get install" in command]
+    assert installs and all(package in installs[0] for package in packages)
+    assert str(marker) in installs[0]  # skipped where the packages are already there
+
+
 def test_aws_cluster_uses_an_instance_profile_and_no_open_ports():
     config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
     for node in config["available_node_types"].values():
