@@ -113,6 +113,9 @@ class RayConfig:
     # fine-tuning steps between Ray Train checkpoints (0: the final one only); each holds the
     # model and its optimizer state (287 MB for MiniLM, several times that for ViT-B-32)
     checkpoint_every: int = 500
+    # fine-tunes at once; 0: as many as the cluster's CPUs and GPUs hold when the sweep starts.
+    # Set it on an autoscaling cluster, whose GPU nodes join only once trials wait for them
+    finetune_slots: int = 0
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -121,8 +124,8 @@ class RayConfig:
             raise ValueError("use_gpu needs gpus_per_worker > 0")
         if min(self.cpus_per_worker, self.cpus_per_eval_trial) <= 0:
             raise ValueError("cpus per worker and per evaluation trial must be > 0")
-        if self.max_failures < 0 or self.checkpoint_every < 0:
-            raise ValueError("max_failures and checkpoint_every must be >= 0")
+        if min(self.max_failures, self.checkpoint_every, self.finetune_slots) < 0:
+            raise ValueError("max_failures, checkpoint_every and finetune_slots must be >= 0")
 
     @property
     def local_finetunes(self) -> bool:
@@ -138,6 +141,15 @@ class RayConfig:
         """What an evaluation's Tune trial holds."""
         gpus = self.gpus_per_eval_trial
         return {"CPU": self.cpus_per_eval_trial, **({"GPU": gpus} if gpus else {})}
+
+    def finetunes_at_once(self, cluster: dict[str, float]) -> int:
+        """`finetune_slots`, else how many fine-tunes the `cluster`'s resources hold (at least
+        one): min over CPU (and GPU) of floor(cluster total / (workers x per worker))."""
+        if self.finetune_slots:
+            return self.finetune_slots
+        workers = max(1, self.num_workers)
+        held = self.worker_resources().items()
+        return max(1, int(min(cluster.get(kind, 0.0) // (workers * n) for kind, n in held)))
 
     def worker_resources(self) -> dict[str, float]:
         """One fine-tuning worker's share: its CPUs, and its GPUs where it uses them."""

@@ -301,11 +301,23 @@ class Sweep:
     # stage 1 -----------------------------------------------------------------------------
 
     def finetune_slots(self) -> int:
-        """How many fine-tunes fit on the cluster at once."""
+        """How many fine-tunes run at once (`ray.finetune_slots`, else what the cluster holds
+        now); says so, since an autoscaling cluster holds fewer at the start than it will."""
         import ray
 
-        per_trial = max(1, self.config.ray.num_workers) * self.config.ray.cpus_per_worker
-        return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+        ray_config = self.config.ray
+        cluster = ray.cluster_resources()
+        slots = ray_config.finetunes_at_once(cluster)
+        if ray_config.finetune_slots:
+            print(f"[sweep] {slots} fine-tunes at once (ray.finetune_slots)", flush=True)
+        else:
+            now = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in ray_config.worker_resources())
+            print(
+                f"[sweep] {slots} fine-tune(s) at once, what the cluster holds now ({now}); an "
+                f"autoscaling cluster's ray.finetune_slots is what it can grow to",
+                flush=True,
+            )
+        return slots
 
     def trial_retries(self) -> int:
         """Tune's retries of a failed trial: in local mode a fine-tune's trial is its worker,

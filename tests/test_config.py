@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import yaml
 
@@ -76,6 +78,21 @@ def test_fine_tune_trials_hold_the_workers_share_only_in_local_mode():
     workers = RayConfig(num_workers=2, use_gpu=True, gpus_per_worker=1)
     assert workers.finetune_trial_resources() == {"CPU": 0, "memory": 1}
     assert RayConfig(num_workers=0).local_finetunes and not workers.local_finetunes
+
+
+def test_fine_tunes_at_once_count_gpus_and_take_the_configured_slots():
+    default = load_config(CONFIG_DIR / "default.yaml").ray
+    assert default.finetunes_at_once({"CPU": 2.0}) == 2  # local mode, 1 CPU each
+    humanml3d = load_config(CONFIG_DIR / "humanml3d.yaml").ray
+    auto = dataclasses.replace(humanml3d, finetune_slots=0)
+    # 4 workers x (4 CPUs, 1 GPU) a fine-tune: the GPUs decide, not the CPUs (200 // 16 = 12)
+    assert auto.finetunes_at_once({"CPU": 200.0, "GPU": 16.0}) == 4
+    # an autoscaling cluster's head alone (no GPU yet) holds none: one, so that Tune asks for
+    # a node; the shipped config names the 4 that ray_cluster.yaml can grow to
+    assert auto.finetunes_at_once({"CPU": 8.0}) == 1
+    assert humanml3d.finetune_slots == 4 and humanml3d.finetunes_at_once({"CPU": 8.0}) == 4
+    with pytest.raises(ValueError, match="finetune_slots"):
+        RayConfig(finetune_slots=-1)
 
 
 @pytest.mark.parametrize(
