@@ -98,7 +98,9 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    address: str | None = None  # None: a local Ray; "auto": the running cluster
+    # None: the Ray cluster this machine runs (a cluster's head), else a new local one;
+    # "auto": the running cluster or an error
+    address: str | None = None
     # Ray Train workers per fine-tuning trial; 0: Ray Train's local mode, the fine-tune runs in
     # its Tune trial's own process (no controller, worker group or cleaner actors to start:
     # 18 s instead of 50 s per small fine-tune on 2 cores, benchmarks/bench_chain.py)
