@@ -138,6 +138,23 @@ def _file_bytes(save, suffix: str) -> bytes:
         return path.read_bytes()
 
 
+def assigned_device():
+    """The torch device of the Ray task or trial this runs in: CUDA where Ray gave it GPUs,
+    else the CPU. Ray leaves CUDA_VISIBLE_DEVICES alone for work that asked for no GPU, so
+    "cuda if available" would put it on a GPU that other trials hold."""
+    import torch
+
+    gpus = ray.get_gpu_ids()
+    if not gpus:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"Ray gave this work GPU(s) {gpus}, but torch {torch.__version__} on node "
+            f"{socket.gethostname()} sees no CUDA device: install a CUDA build of torch there"
+        )
+    return torch.device("cuda")  # Ray's CUDA_VISIBLE_DEVICES makes it the one assigned
+
+
 def train_evaluator_task(
     config: StudyConfig, root: str, fingerprints: dict[str, str] | None = None
 ) -> tuple[bytes, dict]:
@@ -151,7 +168,11 @@ def train_evaluator_task(
     test = node_split(config, root, "test", fingerprints.get("test"))
     started = time.monotonic()
     evaluator, _ = train_evaluator(
-        train, config.evaluation.evaluator_steps, seed=config.evaluation.seed, log_every=0
+        train,
+        config.evaluation.evaluator_steps,
+        seed=config.evaluation.seed,
+        log_every=0,
+        device=assigned_device(),
     )
     figures = ground_truth_figures(evaluator, train, test, config.evaluation.seed)
     figures["train_seconds"] = round(time.monotonic() - started, 1)
@@ -170,15 +191,17 @@ def train_generator_task(
     from moclip.text_encoders import TextEmbedder, build_text_encoder
 
     train = node_split(config, root, "train", (fingerprints or {}).get("train"))
+    device = assigned_device()
     encoder, tokenizer, _ = build_text_encoder(config.encoder)
     started = time.monotonic()
     generator, losses = train_generator(
         train,
-        TextEmbedder(encoder, tokenizer),
+        TextEmbedder(encoder.to(device), tokenizer),
         config.evaluation.generator_steps,
         seed=config.evaluation.seed,
         config=config.generator,
         log_every=0,
+        device=device,
     )
     summary = {
         "final_loss": float(np.mean(losses[-50:])),

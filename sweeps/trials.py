@@ -42,6 +42,7 @@ def finetune_worker(loop_config: dict) -> None:
     from moclip.model import save_checkpoint
     from moclip.text_encoders import TextEmbedder
     from sweeps.search import rung_steps
+    from sweeps.stage0 import assigned_device
 
     study = config_from_dict(loop_config["study"])
     job = loop_config["job"]
@@ -51,7 +52,7 @@ def finetune_worker(loop_config: dict) -> None:
     # a trial Tune retries resumes from Tune's last checkpoint.
     local = study.ray.local_finetunes
     if local:
-        rank, device = 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        rank, device = 0, assigned_device()
     else:
         rank, device = ray.train.get_context().get_world_rank(), ray.train.torch.get_device()
     send = ray.tune.report if local else ray.train.report
@@ -205,13 +206,13 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
     """A Tune trial: generate from one encoder's (perturbed) prompts, score with the evaluator
     against the clean prompts, and report every metric (and the perturbed set as a checkpoint)."""
     from moclip.attacks.perturb import write_set
-    from sweeps.stage0 import resolve_models
+    from sweeps.stage0 import assigned_device, resolve_models
 
     started = time.monotonic()
     study = config_from_dict(payload["study"])
     job = trial_config["job"]
     torch.set_num_threads(max(1, int(study.ray.cpus_per_eval_trial)))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = assigned_device()
     scorer = Scorer(resolve_models(payload), device)
     embedder = load_encoder(study, job["checkpoint"], device)
     recipe, budget = job["recipe"], job["budget"]

@@ -47,18 +47,21 @@ def train_evaluator(
     seed: int = 0,
     config: EvaluatorConfig = EvaluatorConfig(),
     log_every: int = 100,
+    device: torch.device | str = "cpu",
 ) -> tuple[Evaluator, list[float]]:
-    """Contrastive training (fixed temperature 0.07, shared motions not negatives)."""
+    """Contrastive training (fixed temperature 0.07, shared motions not negatives) on
+    `device`; the frozen evaluator comes back on the CPU."""
     torch.manual_seed(seed)
     vocab = Vocabulary.from_captions([c.text for item in train.items for c in item.captions])
     evaluator = Evaluator(vocab, train.skeleton.feature_dim, train.mean, train.std, config)
+    evaluator.to(device)
     pairs = PairSet(train)
     optimizer = torch.optim.AdamW(evaluator.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     generator = torch.Generator().manual_seed(seed)
-    log_scale = torch.tensor(math.log(1 / TEMPERATURE))
+    log_scale = torch.tensor(math.log(1 / TEMPERATURE), device=device)
     losses: list[float] = []
     started = time.monotonic()
     evaluator.train()
@@ -66,8 +69,9 @@ def train_evaluator(
         order = torch.randperm(len(pairs), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             batch = collate_pairs([pairs[int(i)] for i in order[start : start + batch_size]])
+            batch = batch.to(device)
             ids, lengths = vocab.encode(batch.texts, config.max_words)
-            text = evaluator.encode_text_tokens(ids, lengths)
+            text = evaluator.encode_text_tokens(ids.to(device), lengths)
             motion = evaluator.encode_motion_batch(batch.features, batch.mask)
             loss = contrastive_loss(text, motion, log_scale, batch.motion_keys, batch.text_keys)
             optimizer_step(loss, evaluator.parameters(), optimizer, 1.0, scheduler)

@@ -1,7 +1,9 @@
-"""The data as a cluster's worker node sees it: the driver builds the synthetic corpus in its
-own workdir, which other nodes do not have; trials and stage-0 tasks there build it again at
-the same path (byte for byte, once per node however many ask), and a node whose copy of the
-data differs from the driver's fails with the path, the split and both fingerprints."""
+"""What the work on a cluster's node sees.
+
+Its data: the driver builds the synthetic corpus in its own workdir, which other nodes do not
+have; trials and stage-0 tasks there build it again at the same path (byte for byte, once per
+node however many ask), and a node whose copy of the data differs from the driver's fails with
+the path, the split and both fingerprints. Its device: the GPU Ray gave it, or the CPU."""
 
 from __future__ import annotations
 
@@ -144,3 +146,28 @@ def test_the_stage0_training_task_builds_the_corpus_in_a_ray_worker(tmp_path):
         ray.shutdown()
     assert blob and figures["train_seconds"] >= 0
     assert folder_digest(node_root) == folder_digest(Path(root))
+
+
+def test_work_runs_on_the_device_ray_gave_it():
+    """No GPU asked for: the CPU, even where torch could see one. A GPU given (Ray's resource,
+    declared here on a machine without one) but no CUDA for torch: a clear error, not a silent
+    fall back to the CPU for a training meant for a GPU."""
+    import ray
+
+    from sweeps.stage0 import assigned_device
+
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        on_cpu = ray.get(ray.remote(num_gpus=0)(assigned_device).remote(), timeout=120)
+        assert str(on_cpu) == "cpu"
+        given = ray.remote(num_gpus=1)(assigned_device).remote()
+        if torch.cuda.is_available():  # a machine with a GPU: the one Ray gave
+            assert ray.get(given, timeout=120).type == "cuda"
+            return
+        with pytest.raises(ray.exceptions.RayTaskError) as err:
+            ray.get(given, timeout=120)
+    finally:
+        ray.shutdown()
+    message = str(err.value)
+    assert "Ray gave this work GPU(s) [0]" in message and "sees no CUDA device" in message
+    assert socket.gethostname() in message
