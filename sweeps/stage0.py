@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -23,6 +24,9 @@ from moclip.data.action3d import load_action3d
 from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.data.synthetic import build_corpus
 from sweeps.config import DataConfig, StudyConfig
+
+if TYPE_CHECKING:
+    import torch
 
 R_PRECISION_BATCH = 32
 STATUS_EVERY_S = 30.0  # a progress line while the evaluator and generator train
@@ -138,7 +142,7 @@ def _file_bytes(save, suffix: str) -> bytes:
         return path.read_bytes()
 
 
-def assigned_device():
+def assigned_device() -> torch.device:
     """The torch device of the Ray task or trial this runs in: CUDA where Ray gave it GPUs,
     else the CPU. Ray leaves CUDA_VISIBLE_DEVICES alone for work that asked for no GPU, so
     "cuda if available" would put it on a GPU that other trials hold."""
