@@ -915,7 +915,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     import ray
 
     from moclip.data.dataset import DatasetError
-    from sweeps.stage0 import data_root, run_stage0
+    from sweeps.stage0 import ModelTrainingError, data_root, run_stage0
     from sweeps.storage import StorageError, redact
     from sweeps.tracking import (
         TrackingError,
@@ -986,6 +986,14 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
                 sweep.ready_models(stage0)
             with clock("report"):
                 table = sweep.report(evaluations)
+    except ModelTrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        print(
+            f"[sweep] finished trials are kept in {sweep.store.folder}; once the cause is "
+            "fixed, run the same command with --resume to finish the rest.",
+            flush=True,
+        )
+        return 2
     finally:
         ray.shutdown()
     if sweep.interrupted:

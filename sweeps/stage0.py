@@ -32,6 +32,10 @@ R_PRECISION_BATCH = 32
 STATUS_EVERY_S = 30.0  # a progress line while the evaluator and generator train
 
 
+class ModelTrainingError(RuntimeError):
+    """Stage 0's evaluator or generator training failed (a Ray task, maybe on another node)."""
+
+
 def digest(value) -> str:
     """A short, stable hash of any JSON-able value (dict keys sorted)."""
     text = json.dumps(value, sort_keys=True, default=str)
@@ -252,7 +256,13 @@ class Stage0:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             paths = {"evaluator": self.evaluator_path, "generator": self.generator_path}
             for name in [name for name, ref in self.running.items() if ref in ready]:
-                blob, figures = ray.get(self.running.pop(name))
+                try:
+                    blob, figures = ray.get(self.running.pop(name))
+                except ray.exceptions.RayTaskError as err:
+                    cause = err.cause if err.cause is not None else err
+                    raise ModelTrainingError(
+                        f"training the {name} (stage 0) failed: {type(cause).__name__}: {cause}"
+                    ) from None
                 path = paths[name]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
+import shlex
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -171,3 +177,113 @@ def test_work_runs_on_the_device_ray_gave_it():
     message = str(err.value)
     assert "Ray gave this work GPU(s) [0]" in message and "sees no CUDA device" in message
     assert socket.gethostname() in message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def can_unshare() -> bool:
+    return shutil.which("unshare") is not None and (
+        subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+    )
+
+
+class TwoNodes:
+    """A Ray cluster of a head that runs no work (0 CPUs, like a driver's node) and one worker
+    node of 2 CPUs whose processes see `hidden` as an empty folder, or as `contents`: they run
+    in their own mount namespace, with a tmpfs mounted over it."""
+
+    def __init__(self, hidden: Path, contents: Path | None = None) -> None:
+        ray = str(Path(sys.executable).parent / "ray")
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a test cluster, no tokens
+        self.temp = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths
+        self.address = f"127.0.0.1:{free_port()}"
+        port = self.address.split(":")[1]
+        out = self.output = (Path(self.temp) / "nodes.log").open("w")  # the nodes' own output
+        self.head = subprocess.Popen(
+            [ray, "start", "--head", f"--port={port}", "--num-cpus=0", "--block",
+             "--include-dashboard=false", f"--temp-dir={self.temp}"],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )  # fmt: skip
+        hidden.mkdir(parents=True, exist_ok=True)
+        fill = (
+            f" && cp -r {shlex.quote(str(contents))}/. {shlex.quote(str(hidden))}/"
+            if contents
+            else ""
+        )
+        script = (
+            f"mount -t tmpfs tmpfs {shlex.quote(str(hidden))}{fill} && exec {ray} start "
+            f"--address={self.address} --num-cpus=2 --block"
+        )
+        self.worker = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )  # fmt: skip
+
+    def sweep(self, workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py")]
+        command += ["--config", str(SMOKE), f"workdir={workdir}", "ray.num_workers=0"]
+        command += [f"ray.address={self.address}", *overrides]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=self.env, timeout=900, check=False
+        )
+
+    def worker_logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in Path(self.temp).rglob("*.out"))
+
+    def stop(self) -> None:
+        for process in (self.worker, self.head):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (self.worker, self.head):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.output.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+needs_unshare = pytest.mark.skipif(
+    not can_unshare(), reason="needs `unshare -m` (a mount namespace) to hide a node's data"
+)
+
+
+@needs_unshare
+def test_the_sweep_on_two_nodes_builds_the_corpus_the_worker_node_lacks(tmp_path):
+    workdir = tmp_path / "w"
+    nodes = TwoNodes(workdir / "data")  # the driver writes the corpus there; the node sees none
+    try:
+        result = nodes.sweep(workdir)
+        logs = nodes.worker_logs()
+    finally:
+        nodes.stop()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6/6 eval" in result.stdout and "2 fine-tune(s) at once" in result.stdout
+    built = [line for line in logs.splitlines() if "[data] built the synthetic corpus" in line]
+    assert len(built) == 1, built  # once on the worker node, for all its tasks and trials
+    assert str(workdir / "data" / "synthetic-n240-s0") in built[0]
+
+
+@needs_unshare
+def test_the_sweep_stops_in_one_line_when_a_nodes_copy_differs(tmp_path):
+    workdir = tmp_path / "w"
+    config = smoke(workdir)
+    stale = tmp_path / "node-copy"
+    shutil.copytree(data_root(smoke(tmp_path / "staging")), stale / Path(data_root(config)).name)
+    first = min((stale / "synthetic-n240-s0" / "texts").glob("*.txt"))
+    first.write_text("a person waves.#a/DET person/NOUN#0.0#0.0\n")
+    nodes = TwoNodes(workdir / "data", contents=stale)
+    try:
+        result = nodes.sweep(workdir)
+    finally:
+        nodes.stop()
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "(stage 0) failed: DatasetError" in error[0]
+    assert "is not the data the driver read" in error[0] and "split on node" in error[0]
+    assert "Traceback" not in result.stderr
+    assert "--resume" in result.stdout
