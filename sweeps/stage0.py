@@ -148,11 +148,13 @@ def _file_bytes(save, suffix: str) -> bytes:
 
 def assigned_device() -> torch.device:
     """The torch device of the Ray task or trial this runs in: CUDA where Ray gave it GPUs,
-    else the CPU. Ray leaves CUDA_VISIBLE_DEVICES alone for work that asked for no GPU, so
-    "cuda if available" would put it on a GPU that other trials hold."""
+    else the CPU (also outside Ray, as when a benchmark calls a task's function itself). Ray
+    leaves CUDA_VISIBLE_DEVICES alone for work that asked for no GPU, so "cuda if available"
+    would put it on a GPU that other trials hold."""
     import torch
 
-    gpus = ray.get_gpu_ids()
+    # ray.get_gpu_ids() would start a local Ray in a process that has none
+    gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     if not gpus:
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -162,6 +162,7 @@ def test_work_runs_on_the_device_ray_gave_it():
 
     from sweeps.stage0 import assigned_device
 
+    assert str(assigned_device()) == "cpu" and not ray.is_initialized()  # outside Ray: no Ray
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         on_cpu = ray.get(ray.remote(num_gpus=0)(assigned_device).remote(), timeout=120)
