@@ -911,6 +911,14 @@ def ui_hint(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
+def resume_hint(why: str, store: Path) -> str:
+    """What a sweep that stopped early says: why, and how to finish it."""
+    return (
+        f"[sweep] {why}; finished trials are kept in {store}. "
+        "Run the same command with --resume to finish the rest."
+    )
+
+
 def run(config: StudyConfig, args: argparse.Namespace) -> int:
     import ray
 
@@ -988,20 +996,12 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
                 table = sweep.report(evaluations)
     except ModelTrainingError as err:
         print(f"error: {err}", file=sys.stderr)
-        print(
-            f"[sweep] finished trials are kept in {sweep.store.folder}; once the cause is "
-            "fixed, run the same command with --resume to finish the rest.",
-            flush=True,
-        )
+        print(resume_hint("stopped by the error above", sweep.store.folder), flush=True)
         return 2
     finally:
         ray.shutdown()
     if sweep.interrupted:
-        print(
-            f"[sweep] interrupted; finished trials are kept in {sweep.store.folder}. "
-            "Run the same command with --resume to finish the rest.",
-            flush=True,
-        )
+        print(resume_hint("interrupted", sweep.store.folder), flush=True)
         return 130
     print(f"\n[result] FID, ΔFID and R-precision top-3 (mean ± 95 % interval over seeds):\n{table}")
     print(

@@ -113,11 +113,12 @@ def node_split(
             f"path (ray_cluster.yaml's file_mounts copy it to every node)"
         )
     part = load_split(config.data.kind, root, split)
-    if fingerprint and part.fingerprint() != fingerprint:
+    found = part.fingerprint() if fingerprint else None
+    if found and found != fingerprint:
         raise DatasetError(
             f"{root}: the {split} split on node {node} is not the data the driver read "
-            f"(fingerprint {part.fingerprint()[:12]}, the driver's {fingerprint[:12]}); copy "
-            f"the same data to every node and run the sweep again"
+            f"(fingerprint {found[:12]}, the driver's {fingerprint[:12]}); copy the same data "
+            f"to every node and run the sweep again"
         )
     return part
 
