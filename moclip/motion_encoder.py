@@ -104,6 +104,9 @@ def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
     return pe
 
 
+SPATIAL_ROWS = 32768  # frames per spatial attention call, half CUDA's grid limit of 65,535
+
+
 def _layer(width: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:
     return nn.TransformerEncoderLayer(
         width, heads, ff_mult * width, dropout, batch_first=True, norm_first=True, activation="gelu"
@@ -150,6 +153,18 @@ class MotionEncoder(nn.Module):
         padded = torch.cat((features, features.new_zeros(features.shape[:-1] + (1,))), dim=-1)
         return padded[..., self.token_index]
 
+    def spatial_attention(self, x: torch.Tensor, rows: int = SPATIAL_ROWS) -> torch.Tensor:
+        """(frames, J, W) -> (frames, J, W): the spatial layers, `rows` frames at a time.
+        A frame's joints attend only among themselves, so the chunks change nothing; they keep
+        each attention call's batch under the 65,535 that CUDA's attention kernels take (cuDNN's
+        backward pass fails beyond it: 1,024 motions of 120 frames at stride 1)."""
+        parts = []
+        for part in x.split(rows):
+            for layer in self.spatial:
+                part = layer(part, src_mask=self.spatial_blocked)
+            parts.append(part)
+        return torch.cat(parts)
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         stride = self.config.frame_stride
         features, mask = features[:, ::stride], mask[:, ::stride]
@@ -160,9 +175,7 @@ class MotionEncoder(nn.Module):
                 f"{self.config.max_frames} of the motion encoder"
             )
         x = self.joint_in(self.joint_tokens(features)) + self.joint_embedding
-        x = x.reshape(batch * frames, self.skeleton.num_joints, -1)
-        for layer in self.spatial:
-            x = layer(x, src_mask=self.spatial_blocked)
+        x = self.spatial_attention(x.reshape(batch * frames, self.skeleton.num_joints, -1))
         x = self.frame_proj(x.reshape(batch, frames, -1)) + self.positions[:frames]
         padding = ~mask
         for layer in self.temporal:

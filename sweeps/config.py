@@ -144,6 +144,14 @@ class RayConfig:
         gpus = self.gpus_per_eval_trial
         return {"CPU": self.cpus_per_eval_trial, **({"GPU": gpus} if gpus else {})}
 
+    def stage0_task_options(self) -> dict[str, float]:
+        """The Ray task options of stage 0's evaluator and generator trainings: an evaluation
+        trial's CPUs, and a fine-tuning worker's GPUs where the study uses them."""
+        return {
+            "num_cpus": self.cpus_per_eval_trial,
+            **({"num_gpus": self.gpus_per_worker} if self.use_gpu else {}),
+        }
+
     def finetunes_at_once(self, cluster: dict[str, float]) -> int:
         """`finetune_slots`, else how many fine-tunes the `cluster`'s resources hold (at least
         one): min over CPU (and GPU) of floor(cluster total / (workers x per worker))."""

@@ -317,13 +317,13 @@ def resolve_models(payload: dict) -> dict:
 
 
 def _cached_model(
-    path: Path, task, config: StudyConfig, root: str, fingerprints: dict, resources: dict
+    path: Path, task, config: StudyConfig, root: str, fingerprints: dict, options: dict
 ) -> tuple[Path, dict] | ray.ObjectRef:
     """The cached file and its figures, or the running task that will make them."""
     figures = path.with_suffix(".json")
     if path.is_file() and figures.is_file():
         return path, json.loads(figures.read_text())
-    return ray.remote(**resources)(task).remote(config, root, fingerprints)
+    return ray.remote(**options)(task).remote(config, root, fingerprints)
 
 
 def run_stage0(config: StudyConfig) -> Stage0:
@@ -369,11 +369,9 @@ def run_stage0(config: StudyConfig) -> Stage0:
     )
     evaluator_path = cache / f"evaluator-{evaluator_key}.pt"
     generator_path = cache / f"generator-{generator_key}.pt"
-    resources = {"num_cpus": config.ray.cpus_per_eval_trial}
-    if config.ray.use_gpu:
-        resources["num_gpus"] = config.ray.gpus_per_worker
+    options = config.ray.stage0_task_options()
     pending = {
-        name: _cached_model(path, task, config, root, fingerprints, resources)
+        name: _cached_model(path, task, config, root, fingerprints, options)
         for name, path, task in (
             ("evaluator", evaluator_path, train_evaluator_task),
             ("generator", generator_path, train_generator_task),

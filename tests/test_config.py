@@ -78,6 +78,9 @@ def test_fine_tune_trials_hold_the_workers_share_only_in_local_mode():
     workers = RayConfig(num_workers=2, use_gpu=True, gpus_per_worker=1)
     assert workers.finetune_trial_resources() == {"CPU": 0, "memory": 1}
     assert RayConfig(num_workers=0).local_finetunes and not workers.local_finetunes
+    # stage 0's trainings: an evaluation trial's CPUs, a worker's GPU where the study uses GPUs
+    assert local_gpu.stage0_task_options() == {"num_cpus": 1.0, "num_gpus": 1}
+    assert RayConfig(cpus_per_eval_trial=3).stage0_task_options() == {"num_cpus": 3}
 
 
 def test_fine_tunes_at_once_count_gpus_and_take_the_configured_slots():

@@ -81,6 +81,25 @@ def test_motion_encoder_ignores_padding():
     assert torch.allclose(alone, batched[:1], atol=1e-5)
 
 
+def test_spatial_attention_in_chunks_gives_the_same_features_and_gradients():
+    # chunks keep CUDA's attention batch under its limit; they must change nothing
+    torch.manual_seed(0)
+    skeleton = SKELETONS["humanml3d"]
+    encoder = MotionEncoder(skeleton, 8, SMALL_MOTION).eval()
+    frames = torch.randn(50, skeleton.num_joints, SMALL_MOTION.joint_width)
+    results = []
+    for rows in (len(frames), 7):  # one call; 8 chunks, the last one short
+        encoder.zero_grad()
+        out = encoder.spatial_attention(frames, rows=rows)
+        out.square().sum().backward()
+        grads = [p.grad.clone() for p in encoder.spatial.parameters()]
+        results.append((out.detach(), grads))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(whole_grads, chunked_grads))
+    assert len(frames) > 7 and chunked.shape == frames.shape
+
+
 def test_contrastive_loss_limits_and_symmetry():
     batch = 8
     same = torch.ones(batch, 16)
