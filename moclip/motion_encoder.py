@@ -163,7 +163,7 @@ class MotionEncoder(nn.Module):
             for layer in self.spatial:
                 part = layer(part, src_mask=self.spatial_blocked)
             parts.append(part)
-        return torch.cat(parts)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         stride = self.config.frame_stride
