@@ -2,7 +2,8 @@
 
     python benchmarks/bench_cost.py [--workdir moclip_runs/bench/cost] [--motions 8500]
         [--pairs 1000 2000 5000 10000 20000] [--prompts 64 128 256 512 1024]
-        [--encoder tiny|hf] [--threads 2]
+        [--encoder tiny|hf] [--threads 2] [--parts 1 2 3] [--device cpu|cuda]
+        [--recipe char-swap|none]
 
 1. Evaluation, batched against one prompt at a time: perturb (char-swap, budget 1), encode,
    generate (the default config's 5 DDIM steps, guidance 2.5) and score a set of prompts, as
@@ -12,6 +13,8 @@
 3. Evaluation time against the number of prompts (perturb + encode + generate + score).
 
 Growth is summarised by the exponent b of seconds = a * size^b, fitted on log-log axes.
+`--device cuda` runs parts 1 and 3 (text encoder, generator, evaluator) on the GPU; fine-tuning
+stays on the CPU. `--recipe none` leaves the prompts clean, for machines without TextAttack.
 The evaluator and generator are trained for a few steps only: their cost does not depend on
 their weights.
 """
@@ -39,15 +42,14 @@ def exponent(sizes: list[float], seconds: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
 
 
-def frozen_models(config, root: str):
+def frozen_models(config, root: str, device: torch.device):
     from moclip.evaluation.evaluator import load_evaluator
     from moclip.generation.diffusion import load_generator
     from sweeps.jobs import load_bytes
     from sweeps.stage0 import train_evaluator_task, train_generator_task
 
-    cpu = torch.device("cpu")
-    evaluator, _ = load_bytes(train_evaluator_task(config, root)[0], load_evaluator, cpu)
-    generator, _ = load_bytes(train_generator_task(config, root)[0], load_generator, cpu)
+    evaluator, _ = load_bytes(train_evaluator_task(config, root)[0], load_evaluator, device)
+    generator, _ = load_bytes(train_generator_task(config, root)[0], load_generator, device)
     generator.config = dataclasses.replace(
         generator.config,
         sample_steps=config.evaluation.ddim_steps,
@@ -56,18 +58,25 @@ def frozen_models(config, root: str):
     return evaluator, generator
 
 
-def batched(prompts, lengths, embedder, generator, evaluator) -> float:
-    """Seconds for the whole set in one call of each stage (what an evaluation trial does)."""
+def perturbed(prompts: list[str], recipe: str) -> list[str]:
+    """The prompts after `recipe` at budget 1 ("none": unchanged)."""
     from moclip.attacks.perturb import perturb
+
+    if recipe == "none":
+        return list(prompts)
+    return [record.perturbed for record in perturb(prompts, recipe, 1, seed=0)]
+
+
+def batched(prompts, lengths, embedder, generator, evaluator, recipe: str) -> float:
+    """Seconds for the whole set in one call of each stage (what an evaluation trial does)."""
     from moclip.evaluation.evaluate import evaluate
 
     started = time.monotonic()
-    records = perturb(prompts, "char-swap", 1, seed=0)
     evaluate(
         generator,
         embedder,
         prompts,
-        [r.perturbed for r in records],
+        perturbed(prompts, recipe),
         lengths,
         evaluator,
         repeats=1,
@@ -76,9 +85,8 @@ def batched(prompts, lengths, embedder, generator, evaluator) -> float:
     return time.monotonic() - started
 
 
-def one_at_a_time(prompts, lengths, embedder, generator, evaluator) -> float:
+def one_at_a_time(prompts, lengths, embedder, generator, evaluator, recipe: str) -> float:
     """Seconds for the same work, each prompt perturbed, generated and encoded on its own."""
-    from moclip.attacks.perturb import perturb
     from moclip.evaluation.evaluate import noise_seeds
     from moclip.metrics import diversity, frechet_distance, gaussian_stats, r_precision
 
@@ -86,12 +94,11 @@ def one_at_a_time(prompts, lengths, embedder, generator, evaluator) -> float:
     seeds = noise_seeds(0, 0, len(prompts))
     texts, motions = [], []
     for prompt, length, seed in zip(prompts, lengths, seeds, strict=True):
-        (record,) = perturb([prompt], "char-swap", 1, seed=0)
-        motion = generator.generate([record.perturbed], [length], embedder, [seed])
+        motion = generator.generate(perturbed([prompt], recipe), [length], embedder, [seed])
         motions.append(evaluator.encode_motions(motion)[0])
         texts.append(evaluator.encode_texts([prompt])[0])
     texts, motions = np.stack(texts), np.stack(motions)
-    reference = (evaluator.reference_mu.numpy(), evaluator.reference_sigma.numpy())
+    reference = (evaluator.reference_mu.cpu().numpy(), evaluator.reference_sigma.cpu().numpy())
     frechet_distance(*gaussian_stats(motions), *reference)
     r_precision(texts, motions, seed=0)
     diversity(motions, seed=0)
@@ -124,7 +131,17 @@ def main() -> None:
     parser.add_argument("--batching-prompts", type=int, default=64)
     parser.add_argument("--encoder", choices=("tiny", "hf"), default="tiny")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
+    parser.add_argument("--device", default="cpu", help="for parts 1 and 3: cpu or cuda")
+    parser.add_argument("--recipe", choices=("char-swap", "none"), default="char-swap")
+    parser.add_argument(
+        "--sample-batch",
+        type=int,
+        nargs="+",
+        help="part 1: generator sample_batch values to time (default: the config's)",
+    )
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     config = load_config(
         ROOT / "sweeps" / "configs" / "default.yaml",
@@ -138,30 +155,62 @@ def main() -> None:
         ],
     )
     from moclip.text_encoders import TextEmbedder, build_text_encoder
-    from sweeps.stage0 import data_root, evaluation_prompts, load_split
+    from sweeps.stage0 import data_root, load_split
 
     root = data_root(config)
     test = load_split(config.data.kind, root, "test")
-    print(f"machine: {os.cpu_count()} cores, {describe_device(torch.device('cpu'))}")
-    print(f"corpus: {root} ({len(test)} test motions); encoder {args.encoder}", flush=True)
-    evaluator, generator = frozen_models(config, root)
+    print(f"machine: {os.cpu_count()} cores, {describe_device(device)}")
+    print(
+        f"corpus: {root} ({len(test)} test motions); encoder {args.encoder}; "
+        f"perturbation {args.recipe}",
+        flush=True,
+    )
+    evaluator, generator = frozen_models(config, root, device)
     encoder, tokenizer, _ = build_text_encoder(config.encoder)
-    embedder = TextEmbedder(encoder.eval(), tokenizer)
+    embedder = TextEmbedder(encoder.eval().to(device), tokenizer)
+    models = (embedder, generator, evaluator, args.recipe)
 
-    print(f"\n1. evaluation of {args.batching_prompts} prompts", flush=True)
-    prompts, lengths = evaluation_prompts(test, args.batching_prompts, seed=0)
-    batched(prompts[:32], lengths[:32], embedder, generator, evaluator)  # warm-up
-    whole = batched(prompts, lengths, embedder, generator, evaluator)
-    single = one_at_a_time(prompts, lengths, embedder, generator, evaluator)
-    print("| way | seconds | prompts/s |\n|---|---:|---:|")
-    print(f"| batched | {whole:.2f} | {len(prompts) / whole:.1f} |")
-    print(f"| one prompt at a time | {single:.2f} | {len(prompts) / single:.1f} |")
-    print(f"batched is {single / whole:.1f}x faster (goal >= 10x)", flush=True)
+    if 1 in args.parts:
+        batching(
+            test,
+            args.batching_prompts,
+            models,
+            args.sample_batch or [generator.config.sample_batch],
+        )
+    if 2 in args.parts:
+        growth_with_pairs(config, root, args.pairs)
+    if 3 in args.parts:
+        growth_with_prompts(test, args.prompts, models)
 
+
+def batching(test, count: int, models: tuple, sample_batches: list[int]) -> None:
+    """Batched at each generator `sample_batch` (motions per DDIM batch) against one prompt at
+    a time."""
+    from sweeps.stage0 import evaluation_prompts
+
+    print(f"\n1. evaluation of {count} prompts", flush=True)
+    prompts, lengths = evaluation_prompts(test, count, seed=0)
+    _, generator, _, _ = models
+    configured = generator.config
+    batched(prompts[:32], lengths[:32], *models)  # warm-up
+    rows = []
+    for size in sample_batches:
+        generator.config = dataclasses.replace(configured, sample_batch=size)
+        rows.append((f"batched, sample_batch {size}", batched(prompts, lengths, *models)))
+    generator.config = configured
+    single = one_at_a_time(prompts, lengths, *models)
+    rows.append(("one prompt at a time", single))
+    print("| way | seconds | prompts/s | vs one at a time |\n|---|---:|---:|---:|")
+    for way, seconds in rows:
+        print(f"| {way} | {seconds:.2f} | {len(prompts) / seconds:.1f} | {single / seconds:.1f}x |")
+    print("(goal: batched >= 10x faster)", flush=True)
+
+
+def growth_with_pairs(config, root: str, targets: list[int]) -> None:
     print("\n2. fine-tuning, one epoch, against pairs", flush=True)
     print("| pairs | set-up s | training s | total s | pairs/s |\n|---:|---:|---:|---:|---:|")
     sizes, totals, trains = [], [], []
-    for target in args.pairs:
+    for target in targets:
         pairs, setup, train = finetune_epoch(config, root, target)
         sizes.append(pairs)
         totals.append(setup + train)
@@ -173,13 +222,17 @@ def main() -> None:
         )
     print(f"exponent: total {exponent(sizes, totals):.2f}, training {exponent(sizes, trains):.2f}")
 
+
+def growth_with_prompts(test, targets: list[int], models: tuple) -> None:
+    from sweeps.stage0 import evaluation_prompts
+
     print("\n3. evaluation against prompts", flush=True)
     print("| prompts | seconds | prompts/s |\n|---:|---:|---:|")
     counts, seconds = [], []
-    for count in args.prompts:
+    for count in targets:
         prompts, lengths = evaluation_prompts(test, count, seed=0)
         counts.append(len(prompts))
-        seconds.append(batched(prompts, lengths, embedder, generator, evaluator))
+        seconds.append(batched(prompts, lengths, *models))
         print(f"| {counts[-1]} | {seconds[-1]:.2f} | {counts[-1] / seconds[-1]:.1f} |", flush=True)
     print(f"exponent: {exponent(counts, seconds):.2f}")
 

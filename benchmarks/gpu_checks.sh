@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of benchmarks/RESULTS.md in one go, for a machine lent for a short while:
 # fine-tuning throughput/MFU/GPU busy, stage 0's trainings on the GPU Ray gives them (the check
-# fails if a task computes elsewhere), and small evaluation trials packed on one GPU. Each
+# fails if a task computes elsewhere), small evaluation trials packed on one GPU, and evaluation
+# batched against one prompt at a time and against the number of prompts. Each
 # benchmark runs under its own time limit, so one that hangs leaves the others' figures.
 #
 #     bash benchmarks/gpu_checks.sh [LOG_FOLDER]    (default benchmarks/logs; one log each)
@@ -28,3 +29,6 @@ run moclip 150 python3 benchmarks/bench_moclip.py --towers vit-b-32 --paths trim
 run stage0 150 python3 benchmarks/bench_stage0.py --steps 200 --cpu-steps 5
 run pack 200 python3 benchmarks/bench_pack.py --trials 8 --fractions 1 0.25 --prompts 64 \
     evaluation.ddim_steps=10
+# clean prompts: TextAttack's dependencies are not on the lent machines; perturbing is CPU work
+run cost 150 python3 benchmarks/bench_cost.py --device cuda --recipe none --parts 1 3 \
+    --sample-batch 8 128 512
