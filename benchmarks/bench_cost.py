@@ -3,7 +3,7 @@
     python benchmarks/bench_cost.py [--workdir moclip_runs/bench/cost] [--motions 8500]
         [--pairs 1000 2000 5000 10000 20000] [--prompts 64 128 256 512 1024]
         [--encoder tiny|hf] [--threads 2] [--parts 1 2 3] [--device cpu|cuda]
-        [--recipe char-swap|none]
+        [--recipe char-swap|none] [--sample-batch 8 128 512]
 
 1. Evaluation, batched against one prompt at a time: perturb (char-swap, budget 1), encode,
    generate (the default config's 5 DDIM steps, guidance 2.5) and score a set of prompts, as

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,13 +36,11 @@ def placed_run(task, config, root: str, fingerprints: dict) -> dict:
     from sweeps.stage0 import assigned_device
 
     device = assigned_device()
-    started = time.monotonic()
     _, figures = task(config, root, fingerprints)
     return {
         "device": str(device),
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0,
         "train_seconds": figures["train_seconds"],
-        "task_seconds": time.monotonic() - started,
     }
 
 

@@ -187,7 +187,9 @@ def train_evaluator_task(
     )
     figures = ground_truth_figures(evaluator, train, test, config.evaluation.seed)
     figures["train_seconds"] = round(time.monotonic() - started, 1)
-    blob = _file_bytes(lambda p: save_evaluator(p, evaluator, train.fingerprint(), figures), ".pt")
+    # node_split checked the split against the driver's fingerprint: no second hash
+    data = fingerprints.get("train") or train.fingerprint()
+    blob = _file_bytes(lambda p: save_evaluator(p, evaluator, data, figures), ".pt")
     return blob, figures
 
 
@@ -201,7 +203,8 @@ def train_generator_task(
     from moclip.generation.train_generator import train_generator
     from moclip.text_encoders import TextEmbedder, build_text_encoder
 
-    train = node_split(config, root, "train", (fingerprints or {}).get("train"))
+    fingerprints = fingerprints or {}
+    train = node_split(config, root, "train", fingerprints.get("train"))
     device = assigned_device()
     encoder, tokenizer, _ = build_text_encoder(config.encoder)
     started = time.monotonic()
@@ -218,7 +221,8 @@ def train_generator_task(
         "final_loss": float(np.mean(losses[-50:])),
         "train_seconds": round(time.monotonic() - started, 1),
     }
-    blob = _file_bytes(lambda p: save_generator(p, generator, train.fingerprint(), summary), ".pt")
+    data = fingerprints.get("train") or train.fingerprint()  # checked by node_split
+    blob = _file_bytes(lambda p: save_generator(p, generator, data, summary), ".pt")
     return blob, summary
 
 

@@ -152,6 +152,11 @@ def test_the_stage0_training_task_builds_the_corpus_in_a_ray_worker(tmp_path):
         ray.shutdown()
     assert blob and figures["train_seconds"] >= 0
     assert folder_digest(node_root) == folder_digest(Path(root))
+    from moclip.evaluation.evaluator import load_evaluator
+    from sweeps.jobs import load_bytes
+
+    _, state = load_bytes(blob, load_evaluator, "cpu")
+    assert state["data_fingerprint"] == fingerprints["train"]  # the data it trained on
 
 
 def test_work_runs_on_the_device_ray_gave_it():
