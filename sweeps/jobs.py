@@ -55,10 +55,13 @@ class Scorer:
         self.study = config_from_dict(payload["study"])
         self.evaluator, _ = load_bytes(payload["evaluator"], load_evaluator, device)
         self.generator, _ = load_bytes(payload["generator"], load_generator, device)
+        # how to sample is this sweep's choice, not the one the cached generator was trained
+        # under (it is not part of the generator's cache key)
         self.generator.config = dataclasses.replace(
             self.generator.config,
             sample_steps=self.study.evaluation.ddim_steps,
             guidance=self.study.evaluation.guidance,
+            sample_batch=self.study.generator.sample_batch,
         )
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
         self.transfer = {

@@ -45,6 +45,7 @@ def sweep_key(config: StudyConfig) -> str:
     tree = config.to_dict()
     for name in ("workdir", "ray", "tracking"):
         tree.pop(name)
+    tree["generator"] = config.generator.weights_dict()  # evaluations sample as they are told
     return digest(tree)
 
 

@@ -330,6 +330,24 @@ def _cached_model(
     return ray.remote(**options)(task).remote(config, root, fingerprints)
 
 
+def model_keys(config: StudyConfig, fingerprints: dict[str, str]) -> tuple[str, str]:
+    """The cache keys of the evaluator and the generator: the data (both splits'
+    `fingerprints`) and what shapes each one's weights. How the generator samples (DDIM steps,
+    guidance, batch) is left out: a sweep that changes it reuses the trained generator."""
+    data_key = digest([fingerprints["train"], fingerprints["test"]])
+    evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
+    generator_key = digest(
+        [
+            data_key,
+            config.encoder.to_dict(),
+            config.generator.weights_dict(),
+            config.evaluation.generator_steps,
+            config.evaluation.seed,
+        ]
+    )
+    return evaluator_key, generator_key
+
+
 def run_stage0(config: StudyConfig) -> Stage0:
     """Build or reuse everything the fine-tuning and evaluation stages need; the evaluator and
     generator trainings it starts go on in the background (see Stage0.wait_for_models)."""
@@ -360,17 +378,7 @@ def run_stage0(config: StudyConfig) -> Stage0:
             sizes[(fraction, seed)] = (len(subset.motion_ids), subset.num_pairs)
 
     cache = Path(config.workdir) / "cache"
-    data_key = digest([fingerprints["train"], fingerprints["test"]])
-    evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
-    generator_key = digest(
-        [
-            data_key,
-            config.encoder.to_dict(),
-            config.generator.to_dict(),
-            config.evaluation.generator_steps,
-            config.evaluation.seed,
-        ]
-    )
+    evaluator_key, generator_key = model_keys(config, fingerprints)
     evaluator_path = cache / f"evaluator-{evaluator_key}.pt"
     generator_path = cache / f"generator-{generator_key}.pt"
     options = config.ray.stage0_task_options()

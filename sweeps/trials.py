@@ -25,6 +25,7 @@ from sweeps.jobs import Scorer, prepare_finetune, preserved_rng
 from sweeps.plan import SEARCHED
 
 CHECKPOINT_FILE = "moclip.pt"
+REPORT_FILE = "report.json"  # beside a fine-tune's checkpoint: the metrics reported with it
 PERTURBED_FILE = "perturbed.jsonl"
 # Worker-group start-ups that may time out (e.g. waiting for resources) before a trial fails;
 # Ray's default retries forever.
@@ -58,11 +59,13 @@ def finetune_worker(loop_config: dict) -> None:
     send = ray.tune.report if local else ray.train.report
     run = prepare_finetune(study, job, loop_config["root"], loop_config["fingerprints"])
     config, tokenizer = run.config, run.tokenizer
-    start = 0
+    start, resumed = 0, {}
     checkpoint = ray.tune.get_checkpoint() if local else ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             start = run.restore(Path(folder) / CHECKPOINT_FILE)
+            report_file = Path(folder) / REPORT_FILE
+            resumed = json.loads(report_file.read_text()) if report_file.is_file() else {}
         print(f"[finetune {job['key']}] resuming at step {start}", flush=True)
     model = run.model if local else ray.train.torch.prepare_model(run.model)
     plain = getattr(model, "module", model)
@@ -92,6 +95,8 @@ def finetune_worker(loop_config: dict) -> None:
             run.optimizer if with_optimizer else None,
             run.scheduler if with_optimizer else None,
         )
+        # a run restarted from its final checkpoint has no step left to take its loss from
+        (Path(folder) / REPORT_FILE).write_text(json.dumps(metrics, default=float))
         if local:  # Tune copies the folder into its storage before report returns
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
             shutil.rmtree(folder, ignore_errors=True)
@@ -133,6 +138,8 @@ def finetune_worker(loop_config: dict) -> None:
     final["train_seconds"] = round(time.monotonic() - started, 1)
     if history:
         final["loss"] = history[-1]["loss"]
+    elif "loss" in resumed:
+        final["loss"] = resumed["loss"]
     if rank == 0:
         final.update(run.test_scores(plain, device))
     report(final, config.steps, with_optimizer=False)

@@ -180,8 +180,11 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     assert files_containing(tmp_path, needles) == []  # store, artifacts, checkpoints, records
     assert files_containing(RAY_LOGS, needles) == []
 
-    second = run_job(*args)
+    # sampling in other batches changes how, not what: the trained generator and every
+    # record are reused
+    second = run_job(*args, "generator.sample_batch=3")
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "[stage 0] reusing generator" in second.stdout
     assert "2 finished earlier, 0 to run" in second.stdout
     assert "6 finished earlier, 0 to run" in second.stdout
     assert len(smoke_runs(tmp_path)[1]) == len(runs)
@@ -202,6 +205,47 @@ def test_local_mode_fine_tune_killed_mid_way_resumes_from_its_checkpoint(tmp_pat
     for name, value in expected.items():
         assert resumed["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
     assert "[stage 2] 6/6 " in output
+
+
+def test_a_fine_tune_restarted_after_its_final_checkpoint_keeps_its_loss_and_scores(tmp_path):
+    """A local-mode fine-tune whose process fails after its final report: Tune restarts it
+    from its final checkpoint, where no step is left to train, and its result still has the
+    final loss (kept beside the checkpoint) and the same test scores as one uninterrupted run."""
+    import ray
+    import ray.tune
+
+    from sweeps.stage0 import data_root
+    from sweeps.trials import finetune_worker
+
+    config = load_config(SMOKE, [f"workdir={tmp_path}", "ray.num_workers=0"])
+    job = {"key": "ft-final", "fraction": 1.0, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    loop_config = {"study": config.to_dict(), "job": job, "root": data_root(config)}
+    failed_once = tmp_path / "failed-once"
+
+    def fails_after_its_final_report(_: dict) -> None:
+        finetune_worker({**loop_config, "fingerprints": None, "scoring": None})
+        if not failed_once.exists():
+            failed_once.touch()
+            raise RuntimeError("the trial's process fails after its final report")
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = ray.tune.Tuner(
+            fails_after_its_final_report,
+            run_config=ray.tune.RunConfig(
+                storage_path=str(tmp_path / "ray"),
+                failure_config=ray.tune.FailureConfig(max_failures=1),
+                verbose=0,
+            ),
+        )
+        (result,) = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert failed_once.exists() and result.error is None
+    assert result.metrics["resumed_at_step"] == config.finetune.steps  # nothing left to train
+    expected = uninterrupted_finetune(config, {"job": job})
+    for name, value in expected.items():
+        assert result.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
 
 
 def test_main_job_rejects_a_bad_key_in_one_line(tmp_path):

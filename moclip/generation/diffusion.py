@@ -70,6 +70,17 @@ class DiffusionConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def weights_dict(self) -> dict:
+        """`to_dict` with the sampling settings (`SAMPLING_FIELDS`) at their defaults: what
+        the trained weights depend on, to key a cache of them by. Defaults rather than left
+        out, so that a key made before for a config with default sampling stays the same."""
+        defaults = DiffusionConfig()
+        return {**self.to_dict(), **{name: getattr(defaults, name) for name in SAMPLING_FIELDS}}
+
+
+# how motions are drawn from trained weights, not how the weights are trained
+SAMPLING_FIELDS = ("sample_steps", "guidance", "sample_batch")
+
 
 def cosine_alpha_bar(steps: int, s: float = 0.008) -> torch.Tensor:
     """abar_t = f(t)/f(0), f(t) = cos^2(((t/T) + s)/(1 + s) * pi/2), t = 1..T, with each

@@ -1,0 +1,91 @@
+"""What decides a cached frozen model and a score: the generator's cache key holds what shapes
+its weights, not how it samples, and an evaluation samples the way its own sweep says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeps.config import load_config
+from sweeps.scale_vs_robustness import sweep_key
+from sweeps.stage0 import digest, model_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
+DEFAULT = ROOT / "sweeps" / "configs" / "default.yaml"
+FINGERPRINTS = {"train": "f" * 64, "test": "e" * 64}
+
+
+def test_sampling_settings_keep_the_generators_cache_key_and_weights_settings_change_it():
+    config = load_config(SMOKE, [])
+    sampling = load_config(
+        SMOKE, ["generator.sample_batch=3", "generator.sample_steps=7", "generator.guidance=1.5"]
+    )
+    assert model_keys(sampling, FINGERPRINTS) == model_keys(config, FINGERPRINTS)
+    assert sweep_key(sampling) == sweep_key(config)  # the same sweep, its records reused
+    for override in ("generator.width=64", "generator.frames_per_token=2", "encoder.width=64"):
+        changed = model_keys(load_config(SMOKE, [override]), FINGERPRINTS)
+        assert changed[0] == model_keys(config, FINGERPRINTS)[0], override  # the evaluator's
+        assert changed[1] != model_keys(config, FINGERPRINTS)[1], override
+        assert sweep_key(load_config(SMOKE, [override])) != sweep_key(config), override
+    other_test_split = model_keys(config, {**FINGERPRINTS, "test": "d" * 64})
+    assert all(a != b for a, b in zip(other_test_split, model_keys(config, FINGERPRINTS)))
+
+
+def test_a_config_with_default_sampling_keeps_the_generator_key_it_had_before():
+    """Generators cached before sampling left the key: the key was the same digest over the
+    whole generator config, so a workdir on the default config keeps its generator."""
+    config = load_config(DEFAULT, [])
+    data_key = digest([FINGERPRINTS["train"], FINGERPRINTS["test"]])
+    before = digest(
+        [
+            data_key,
+            config.encoder.to_dict(),
+            config.generator.to_dict(),
+            config.evaluation.generator_steps,
+            config.evaluation.seed,
+        ]
+    )
+    assert model_keys(config, FINGERPRINTS)[1] == before
+
+
+def test_an_evaluation_samples_at_its_sweeps_batch_size_with_the_same_scores(tmp_path):
+    from moclip.text_encoders import TextEmbedder, build_text_encoder
+    from sweeps.jobs import Scorer
+    from sweeps.stage0 import (
+        data_root,
+        evaluation_prompts,
+        load_split,
+        train_evaluator_task,
+        train_generator_task,
+    )
+
+    torch.set_num_threads(1)
+    config = load_config(SMOKE, [f"workdir={tmp_path}"])  # its generator samples 8 at a time
+    root = data_root(config)
+    evaluator = train_evaluator_task(config, root)[0]
+    generator = train_generator_task(config, root)[0]
+    prompts, lengths = evaluation_prompts(load_split("synthetic", root, "test"), 32, seed=0)
+    encoder, tokenizer, _ = build_text_encoder(config.encoder)
+    embedder = TextEmbedder(encoder.eval(), tokenizer)
+
+    def scores(sample_batch: int) -> dict[str, float]:
+        study = load_config(
+            SMOKE, [f"workdir={tmp_path}", f"generator.sample_batch={sample_batch}"]
+        )
+        payload = {"study": study.to_dict(), "evaluator": evaluator, "generator": generator}
+        payload.update({"prompts": prompts, "lengths": lengths, "transfer": {}})
+        scorer = Scorer(payload, torch.device("cpu"))
+        sampling = scorer.generator.config
+        assert (sampling.sample_batch, sampling.sample_steps) == (
+            sample_batch,
+            study.evaluation.ddim_steps,
+        )
+        return scorer.score(embedder, "none", 0, multimodality=False)[0]
+
+    one, all_at_once = scores(1), scores(32)
+    assert one["fid"] > 0
+    for name in ("fid", "r_precision_top3", "mm_dist", "diversity"):
+        assert all_at_once[name] == pytest.approx(one[name], rel=1e-3, abs=1e-4), name
