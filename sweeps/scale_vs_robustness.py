@@ -45,7 +45,9 @@ def sweep_key(config: StudyConfig) -> str:
     tree = config.to_dict()
     for name in ("workdir", "ray", "tracking"):
         tree.pop(name)
-    tree["generator"] = config.generator.weights_dict()  # evaluations sample as they are told
+    # the generator's sampling settings change no number: evaluations sample with
+    # evaluation.ddim_steps and evaluation.guidance, in batches of generator.sample_batch
+    tree["generator"] = config.generator.weights_dict()
     return digest(tree)
 
 

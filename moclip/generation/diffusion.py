@@ -29,6 +29,10 @@ from moclip.text_encoders import TextEmbedder
 GENERATOR_FORMAT = 1
 
 
+# how motions are drawn from trained weights, not how the weights are trained
+SAMPLING_FIELDS = ("sample_steps", "guidance", "sample_batch")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     width: int = 256
@@ -76,10 +80,6 @@ class DiffusionConfig:
         out, so that a key made before for a config with default sampling stays the same."""
         defaults = DiffusionConfig()
         return {**self.to_dict(), **{name: getattr(defaults, name) for name in SAMPLING_FIELDS}}
-
-
-# how motions are drawn from trained weights, not how the weights are trained
-SAMPLING_FIELDS = ("sample_steps", "guidance", "sample_batch")
 
 
 def cosine_alpha_bar(steps: int, s: float = 0.008) -> torch.Tensor:
