@@ -70,6 +70,23 @@ def test_aws_cluster_uses_an_instance_profile_and_no_open_ports():
     assert "security_group" not in text.lower()  # Ray's default group opens only SSH
 
 
+@pytest.mark.parametrize("path", ["ray_cluster.yaml", "cluster/local.yaml"])
+def test_cluster_nodes_share_one_ray_token_and_start_ray_with_authentication_on(path, tmp_path):
+    """A head that finds ~/.ray/auth_token (any local ray.init() on it writes one) turns Ray's
+    token authentication on, and a worker without that token cannot join: every node gets the
+    token of the machine that runs `ray up`, and starts Ray with RAY_AUTH_MODE=token."""
+    config = yaml.safe_load((ROOT / path).read_text())
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    (writes_env,) = [c for c in config["setup_commands"] if "> ~/.moclip_env" in c]
+    subprocess.run(
+        ["bash", "-c", writes_env], env={**os.environ, "HOME": str(tmp_path)}, check=True
+    )
+    assert _exports(tmp_path / ".moclip_env")["RAY_AUTH_MODE"] == "token"
+    starts = [*config["head_start_ray_commands"], *config["worker_start_ray_commands"]]
+    starts = [command for command in starts if "ray start" in command]
+    assert len(starts) == 2 and all(c.startswith("source ~/.moclip_env &&") for c in starts)
+
+
 def _exports(path: Path) -> dict[str, str]:
     values = {}
     for line in path.read_text().splitlines():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -200,12 +201,16 @@ def can_unshare() -> bool:
 class TwoNodes:
     """A Ray cluster of a head that runs no work (0 CPUs, like a driver's node) and one worker
     node of 2 CPUs whose processes see `hidden` as an empty folder, or as `contents`: they run
-    in their own mount namespace, with a tmpfs mounted over it."""
+    in their own mount namespace, with a tmpfs mounted over it. Token authentication is on, with
+    one token for both nodes and the sweep, as the cluster configs set it up."""
 
     def __init__(self, hidden: Path, contents: Path | None = None) -> None:
         ray = str(Path(sys.executable).parent / "ray")
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a test cluster, no tokens
         self.temp = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths
+        token = Path(self.temp) / "auth_token"  # the file `ray up` syncs to every node
+        token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        self.env.pop("RAY_AUTH_TOKEN", None)
         self.address = f"127.0.0.1:{free_port()}"
         port = self.address.split(":")[1]
         out = self.output = (Path(self.temp) / "nodes.log").open("w")  # the nodes' own output
@@ -237,6 +242,21 @@ class TwoNodes:
             command, capture_output=True, text=True, env=self.env, timeout=900, check=False
         )
 
+    def connects_without_the_token(self) -> str:
+        """What a driver with authentication off gets from this cluster: "connected", or the
+        error it fails with."""
+        env = {k: v for k, v in self.env.items() if not k.startswith("RAY_AUTH_TOKEN")}
+        code = f"import ray; ray.init(address={self.address!r}); print('connected')"
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**env, "RAY_AUTH_MODE": "disabled"},
+            timeout=120,
+            check=False,
+        )
+        return result.stdout.strip() if result.returncode == 0 else result.stderr[-2000:]
+
     def worker_logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in Path(self.temp).rglob("*.out"))
 
@@ -265,9 +285,12 @@ def test_the_sweep_on_two_nodes_builds_the_corpus_the_worker_node_lacks(tmp_path
     try:
         result = nodes.sweep(workdir)
         logs = nodes.worker_logs()
+        refused = nodes.connects_without_the_token()
     finally:
         nodes.stop()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # the sweep ran with authentication on: a driver without the token is turned away
+    assert "InvalidAuthToken" in refused, refused
     assert "6/6 eval" in result.stdout and "2 fine-tune(s) at once" in result.stdout
     built = [line for line in logs.splitlines() if "[data] built the synthetic corpus" in line]
     assert len(built) == 1, built  # once on the worker node, for all its tasks and trials
