@@ -45,16 +45,12 @@ def exponent(sizes: list[float], seconds: list[float]) -> float:
 def frozen_models(config, root: str, device: torch.device):
     from moclip.evaluation.evaluator import load_evaluator
     from moclip.generation.diffusion import load_generator
-    from sweeps.jobs import load_bytes
+    from sweeps.jobs import load_bytes, sampling_config
     from sweeps.stage0 import train_evaluator_task, train_generator_task
 
     evaluator, _ = load_bytes(train_evaluator_task(config, root)[0], load_evaluator, device)
     generator, _ = load_bytes(train_generator_task(config, root)[0], load_generator, device)
-    generator.config = dataclasses.replace(
-        generator.config,
-        sample_steps=config.evaluation.ddim_steps,
-        guidance=config.evaluation.guidance,
-    )
+    generator.config = sampling_config(generator.config, config)  # as an evaluation trial does
     return evaluator, generator
 
 

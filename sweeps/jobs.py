@@ -11,12 +11,16 @@ import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from sweeps.config import StudyConfig, config_from_dict
 from sweeps.plan import finetune_config
+
+if TYPE_CHECKING:
+    from moclip.generation.diffusion import DiffusionConfig
 
 
 def load_bytes(blob: bytes, loader, device):
@@ -43,6 +47,19 @@ def preserved_rng() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
+def sampling_config(trained: DiffusionConfig, study: StudyConfig) -> DiffusionConfig:
+    """The generator's config `trained` with the sampling of `study`: `evaluation.ddim_steps`
+    DDIM steps, `evaluation.guidance` and batches of `generator.sample_batch`. How to sample is
+    the sweep's choice, not the one the cached generator was trained under (none of the three
+    is part of the generator's cache key)."""
+    return dataclasses.replace(
+        trained,
+        sample_steps=study.evaluation.ddim_steps,
+        guidance=study.evaluation.guidance,
+        sample_batch=study.generator.sample_batch,
+    )
+
+
 class Scorer:
     """The frozen generator and evaluator with the evaluation prompts and the transfer sets
     (what `Stage0.payload` carries): scores any text encoder under any attack condition."""
@@ -55,14 +72,7 @@ class Scorer:
         self.study = config_from_dict(payload["study"])
         self.evaluator, _ = load_bytes(payload["evaluator"], load_evaluator, device)
         self.generator, _ = load_bytes(payload["generator"], load_generator, device)
-        # how to sample is this sweep's choice, not the one the cached generator was trained
-        # under (it is not part of the generator's cache key)
-        self.generator.config = dataclasses.replace(
-            self.generator.config,
-            sample_steps=self.study.evaluation.ddim_steps,
-            guidance=self.study.evaluation.guidance,
-            sample_batch=self.study.generator.sample_batch,
-        )
+        self.generator.config = sampling_config(self.generator.config, self.study)
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
         self.transfer = {
             key: [PerturbedPrompt(**row) for row in rows]
