@@ -944,7 +944,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     try:
         with clock("setup"):
             preflight(config, args)
-            data_root(config)  # before Ray starts: the corpus builder forks worker processes
+            data_root(config)  # before Ray starts: its cores go to the corpus builder first
     except (DatasetError, StorageError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -99,7 +99,7 @@ def node_split(
     node = socket.gethostname()
     if config.data.kind == "synthetic":
         try:
-            # one process, no pool: forking a process that runs Ray's threads can deadlock
+            # one process, no pool: the task or trial holds only the CPUs Ray gave it
             if build_corpus_once(Path(root), config.data, workers=1):
                 print(f"[data] built the synthetic corpus {root} on node {node}", flush=True)
         except OSError as err:

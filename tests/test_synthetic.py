@@ -1,5 +1,7 @@
 import filecmp
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -58,6 +60,22 @@ def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path, tin
     assert (different / "texts" / "000000.txt").read_text() != (
         tiny_corpus / "texts" / "000000.txt"
     ).read_text()
+
+
+def test_the_builders_workers_are_not_forks_of_its_caller(tmp_path):
+    """A child forked from a process that runs threads (Ray's outlive ray.shutdown()) can hang
+    on a lock one of them held, and the build never ends; the workers start from a clean
+    server instead. A fork of the caller would run the caller's at-fork hook: a file."""
+    forked, out = tmp_path / "forked", tmp_path / "corpus"
+    code = (
+        "import os\n"
+        "from moclip.data.synthetic import build_corpus\n"
+        f"os.register_at_fork(after_in_child=lambda: open({str(forked)!r}, 'a').close())\n"
+        f"build_corpus({str(out)!r}, 8, seed=1, workers=2, progress=False)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert (out / "corpus.json").is_file() and len(list((out / "texts").iterdir())) == 8
+    assert not forked.exists()
 
 
 def test_mean_and_std_are_those_of_the_training_split(tiny_corpus):

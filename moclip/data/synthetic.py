@@ -17,6 +17,7 @@ import multiprocessing
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,9 +340,9 @@ def build_corpus(
     families: Counter[str] = Counter()
     started = time.monotonic()
     jobs = [(str(root), seed, i) for i in range(num_motions)]
-    context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
-    with context.Pool(workers) if workers > 1 else _Serial() as pool:
-        results = pool.imap(_build_one, jobs, chunksize=32)
+    pool = ProcessPoolExecutor(workers, mp_context=pool_context()) if workers > 1 else _Serial()
+    with pool:
+        results = pool.map(_build_one, jobs, chunksize=32)
         for done, (index, length, s, sq, fams) in enumerate(results, start=1):
             families.update(fams)
             if ids[index] in train:
@@ -368,8 +369,21 @@ def build_corpus(
     return manifest
 
 
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How the builder starts its worker processes: never by forking the caller.
+
+    A caller may run threads (Ray's gRPC threads outlive ray.shutdown(), BLAS pools), and a
+    child forked from a threaded process can deadlock or die on state another thread left
+    half-written (seen: forks after a Ray Tune run died at once); the forkserver forks from a
+    clean single-threaded server instead. The executor raises if a worker dies anyway, where
+    multiprocessing.Pool waited forever for its lost tasks. The price is the spawn rule: a
+    script that builds a corpus guards its code with `if __name__ == "__main__"`."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 class _Serial:
-    """Pool look-alike for workers=1 (no processes)."""
+    """Executor look-alike for workers=1 (no processes)."""
 
     def __enter__(self) -> "_Serial":
         return self
@@ -378,7 +392,7 @@ class _Serial:
         return None
 
     @staticmethod
-    def imap(fn, jobs, chunksize: int = 1):
+    def map(fn, jobs, chunksize: int = 1):
         return map(fn, jobs)
 
 
