@@ -63,9 +63,10 @@ def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path, tin
 
 
 def test_the_builders_workers_are_not_forks_of_its_caller(tmp_path):
-    """A child forked from a process that runs threads (Ray's outlive ray.shutdown()) can hang
-    on a lock one of them held, and the build never ends; the workers start from a clean
-    server instead. A fork of the caller would run the caller's at-fork hook: a file."""
+    """A child forked from a process that runs threads (Ray's outlive ray.shutdown()) can die
+    or hang on state one of them left, and a forked pool then waits for good (CI, stop 24);
+    the workers start from a clean server instead. A fork of the caller would run the
+    caller's at-fork hook, which leaves a file."""
     forked, out = tmp_path / "forked", tmp_path / "corpus"
     code = (
         "import os\n"
