@@ -112,6 +112,9 @@ def main() -> None:
         f"python {sys.version.split()[0]}, ray {version('ray')}, {os.cpu_count()} CPUs; "
         f"settle {args.settle:.0f} s"
     )
+    # read every module from disk once first, so that neither run pays a cold file cache
+    warm = "import open_clip, ray.tune, sweeps.trials"
+    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, check=True)
     for preload in ("", args.preload):
         env = {k: v for k, v in os.environ.items() if k != "RAY_preload_python_modules"}
         if preload:
@@ -130,7 +133,10 @@ def main() -> None:
         yes = {True: "yes", False: "no"}
         print(f"\npreload: {preload or 'none'}")
         print(f"  a plain actor ran in an idle worker: {yes[actors['plain']]}")
-        print(f"  an actor with Tune's runtime env {TUNE_RUNTIME_ENV}: {yes[actors['tune_env']]}")
+        print(
+            f"  an actor with Tune's runtime env {TUNE_RUNTIME_ENV} ran in an idle worker: "
+            f"{yes[actors['tune_env']]}"
+        )
         print(
             f"  Tune trials in an idle worker: {sum(t['in_idle'] for t in trials)} of "
             f"{len(trials)} ({row['idle_left_for_tune']} idle workers left)"
