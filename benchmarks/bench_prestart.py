@@ -57,7 +57,6 @@ def one_run(settle: float) -> dict:
     import ray
     import ray.tune
 
-    sys.path.insert(0, str(ROOT))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     time.sleep(settle)
 
@@ -139,7 +138,7 @@ def main() -> None:
         )
         print(
             f"  Tune trials in an idle worker: {sum(t['in_idle'] for t in trials)} of "
-            f"{len(trials)} ({row['idle_left_for_tune']} idle workers left)"
+            f"{len(trials)} (idle workers left beside them: {row['idle_left_for_tune']})"
         )
         print(
             f"  Tune trials that found open_clip imported: {sum(t['preloaded'] for t in trials)}"
