@@ -185,7 +185,7 @@ def batching(test, count: int, models: tuple, sample_batches: list[int]) -> None
     from sweeps.stage0 import evaluation_prompts
 
     print(f"\n1. evaluation of {count} prompts", flush=True)
-    prompts, lengths = evaluation_prompts(test, count, seed=0)
+    prompts, lengths, _ = evaluation_prompts(test, count, seed=0)
     _, generator, _, _ = models
     configured = generator.config
     batched(prompts[:32], lengths[:32], *models)  # warm-up
@@ -226,7 +226,7 @@ def growth_with_prompts(test, targets: list[int], models: tuple) -> None:
     print("| prompts | seconds | prompts/s |\n|---:|---:|---:|")
     counts, seconds = [], []
     for count in targets:
-        prompts, lengths = evaluation_prompts(test, count, seed=0)
+        prompts, lengths, _ = evaluation_prompts(test, count, seed=0)
         counts.append(len(prompts))
         seconds.append(batched(prompts, lengths, *models))
         print(f"| {counts[-1]} | {seconds[-1]:.2f} | {counts[-1] / seconds[-1]:.1f} |", flush=True)

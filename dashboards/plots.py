@@ -84,7 +84,7 @@ def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
             if metric in row and (row["fraction"] == 0 or row["w_distill"] == weight):
                 groups[row["condition"]].append(row)
         for condition, items in sorted(groups.items(), key=lambda kv: kv[0] != "clean"):
-            if metric == "delta_fid" and condition == "clean":
+            if metric in ("delta_fid", "accuracy_drop") and condition == "clean":
                 continue
             items.sort(key=lambda r: r["n_pairs"])
             x = np.array([r["n_pairs"] if r["fraction"] > 0 else x_original for r in items])

@@ -36,6 +36,13 @@ FIGURES = {
     "delta_fid_vs_pairs.png": ("delta_fid", "ΔFID"),
     "r_precision_top3_vs_pairs.png": ("r_precision_top3", "R-precision top-3"),
 }
+# an action-recognition study (MSR Action3D) draws accuracy and its drop instead of R-precision
+ACTION_FIGURES = {
+    "fid_vs_pairs.png": ("fid", "FID"),
+    "delta_fid_vs_pairs.png": ("delta_fid", "ΔFID"),
+    "accuracy_top1_vs_pairs.png": ("accuracy_top1", "recognition accuracy top-1"),
+    "accuracy_drop_vs_pairs.png": ("accuracy_drop", "accuracy drop (clean − attacked)"),
+}
 
 
 class ReportError(RuntimeError):
@@ -106,14 +113,17 @@ def _fit_row(condition: str, fit: PowerLawFit | None, n: np.ndarray) -> dict:
 
 
 def _cell(row: dict, name: str, signed: bool = False) -> str:
-    if name not in row or (name == "delta_fid" and row["recipe"] == "none"):
+    gap = name in ("delta_fid", "accuracy_drop")
+    if name not in row or (gap and row["recipe"] == "none"):
         return "—"
     sign = "+" if signed else ""
     return f"{row[name]:{sign}.3f} ± {row[f'{name}_ci95']:.3f}"
 
 
 def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["fraction", "pairs", "w_distill", "condition", "seeds", "FID", "ΔFID", "R-prec top-3"]
+    actions = any("accuracy_top1" in r for r in rows)
+    header = ["fraction", "pairs", "w_distill", "condition", "seeds", "FID", "ΔFID"]
+    header += ["accuracy top-1", "accuracy drop"] if actions else ["R-prec top-3"]
     body = [
         [
             "0 (original)" if r["fraction"] == 0 else f"{r['fraction']:g}",
@@ -123,7 +133,11 @@ def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             str(r["seeds"]),
             _cell(r, "fid"),
             _cell(r, "delta_fid", signed=True),
-            _cell(r, "r_precision_top3"),
+            *(
+                [_cell(r, "accuracy_top1"), _cell(r, "accuracy_drop", signed=True)]
+                if actions
+                else [_cell(r, "r_precision_top3")]
+            ),
         ]
         for r in rows
     ]
@@ -164,7 +178,8 @@ def write_report(records: list[dict], out: Path, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     gaps = robustness_gaps(records)
     rows = summary_rows(records, gaps)
-    figures = [curves(rows, metric, label, out / name) for name, (metric, label) in FIGURES.items()]
+    shown = ACTION_FIGURES if any("accuracy_top1" in r for r in rows) else FIGURES
+    figures = [curves(rows, metric, label, out / name) for name, (metric, label) in shown.items()]
     figures.append(delta_heatmaps(rows, out / "delta_fid_heatmap.png"))
     points = seed_points(records, gaps)
     fits = {condition: fit_power_law(n, gap) for condition, (n, gap) in points.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from moclip.attacks.recipes import RECIPES
+from moclip.evaluation.recognizer import RecognizerConfig
 from moclip.generation.diffusion import DiffusionConfig
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.text_encoders import TextEncoderSpec
@@ -89,6 +90,8 @@ class EvaluationConfig:
     generator_steps: int = 1000
     mm_prompts: int = 0
     seed: int = 0  # evaluator and generator training, noise seeds of generation
+    # the action recogniser that scores an MSR Action3D study (data.kind: action3d)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
 
     def __post_init__(self) -> None:
         for name in ("repeats", "ddim_steps", "evaluator_steps", "generator_steps"):
@@ -270,6 +273,15 @@ class StudyConfig:
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars: what YAML, JSON and MLflow params take."""
         return _plain(dataclasses.asdict(self))
+
+    def evaluation_key(self) -> dict:
+        """The evaluation settings that decide a score, as the result keys hash them: the
+        recogniser's only where it scores (MSR Action3D), so that the keys of the other
+        studies stay what they were before it existed."""
+        tree = _plain(dataclasses.asdict(self.evaluation))
+        if self.data.kind != "action3d":
+            tree.pop("recognizer")
+        return tree
 
 
 def _plain(value):

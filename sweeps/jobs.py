@@ -67,10 +67,15 @@ class Scorer:
     def __init__(self, payload: dict, device: torch.device) -> None:
         from moclip.attacks.perturb import PerturbedPrompt
         from moclip.evaluation.evaluator import load_evaluator
+        from moclip.evaluation.recognizer import load_recognizer
         from moclip.generation.diffusion import load_generator
 
         self.study = config_from_dict(payload["study"])
-        self.evaluator, _ = load_bytes(payload["evaluator"], load_evaluator, device)
+        # the action recogniser where the study scores actions (MSR Action3D), else the
+        # text-motion evaluator
+        self.labels = payload.get("labels")
+        loader = load_recognizer if self.labels is not None else load_evaluator
+        self.evaluator, _ = load_bytes(payload["evaluator"], loader, device)
         self.generator, _ = load_bytes(payload["generator"], load_generator, device)
         self.generator.config = sampling_config(self.generator.config, self.study)
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
@@ -105,23 +110,38 @@ class Scorer:
         """(every metric of `evaluate`, the perturbed records or None) on the first `count`
         prompts (0: all), over `repeats` generation repeats (0: the configured number)."""
         from moclip.attacks.perturb import set_statistics
-        from moclip.evaluation.evaluate import evaluate
+        from moclip.evaluation.evaluate import evaluate, evaluate_actions
 
         count = count or len(self.prompts)
         clean = self.prompts[:count]
         records = self.perturbed(recipe, budget, embedder, count)
+        used = [r.perturbed for r in records] if records else clean
         evaluation = self.study.evaluation
-        metrics = evaluate(
-            self.generator,
-            embedder,
-            clean,
-            [r.perturbed for r in records] if records else clean,
-            self.lengths[:count],
-            self.evaluator,
-            repeats=repeats or evaluation.repeats,
-            seed=evaluation.seed,
-            mm_prompts=evaluation.mm_prompts if multimodality else 0,
-        )
+        options = {
+            "repeats": repeats or evaluation.repeats,
+            "seed": evaluation.seed,
+            "mm_prompts": evaluation.mm_prompts if multimodality else 0,
+        }
+        if self.labels is not None:
+            metrics = evaluate_actions(
+                self.generator,
+                embedder,
+                used,
+                self.lengths[:count],
+                self.labels[:count],
+                self.evaluator,
+                **options,
+            )
+        else:
+            metrics = evaluate(
+                self.generator,
+                embedder,
+                clean,
+                used,
+                self.lengths[:count],
+                self.evaluator,
+                **options,
+            )
         if records:
             metrics.update({f"attack_{k}": v for k, v in set_statistics(records, embedder).items()})
         return metrics, records
@@ -136,7 +156,9 @@ class Scorer:
             recipes = [*attacks.recipes, *(["greedy"] if attacks.greedy else [])]
         else:
             recipes = [search.objective_attack]
-        metric = "r_precision_top3" if search.objective == "r_precision_top3" else "fid"
+        metric = "fid"
+        if search.objective == "r_precision_top3":  # recognition accuracy where actions are
+            metric = "accuracy_top1" if self.labels is not None else "r_precision_top3"
         clean_fid = None
         cheap = {"count": search.prompts, "repeats": 1, "multimodality": False}
         if search.objective == "delta_fid":

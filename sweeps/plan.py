@@ -115,7 +115,7 @@ def scoring_key(config: StudyConfig, stage0: Stage0) -> str:
             stage0.prompts,
             config.attacks.seed,
             config.attacks.greedy_recipe,
-            asdict(config.evaluation),
+            config.evaluation_key(),
         ]
     )
 

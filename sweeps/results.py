@@ -59,21 +59,36 @@ def interval(values: Iterable[float]) -> tuple[float, float]:
     return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
 
 
-def robustness_gaps(evaluations: list[dict]) -> dict[str, tuple[float, float]]:
-    """ΔFID = FID(perturbed) - FID(clean) of the same encoder, per evaluation key, with an
-    interval sqrt(ci_p^2 + ci_c^2) (independent repeats; common noise makes it conservative)."""
+# The second headline metric: recognition accuracy where the study scores actions (MSR
+# Action3D, the action recogniser), else R-precision (the text-motion evaluator).
+HEADLINES = {"accuracy_top1": "accuracy top-1", "r_precision_top3": "R-prec top-3"}
+
+
+def headline_metric(evaluations: list[dict]) -> str:
+    """`accuracy_top1` if the records have it (an action-recognition study), else
+    `r_precision_top3`."""
+    has = any("accuracy_top1" in r["metrics"] for r in evaluations)
+    return "accuracy_top1" if has else "r_precision_top3"
+
+
+def robustness_gaps(
+    evaluations: list[dict], metric: str = "fid"
+) -> dict[str, tuple[float, float]]:
+    """Δmetric = metric(perturbed) - metric(clean) of the same encoder (ΔFID by default), per
+    evaluation key, with an interval sqrt(ci_p^2 + ci_c^2) (independent repeats; common noise
+    makes it conservative)."""
     clean = {
         r["job"]["encoder_key"]: r["metrics"] for r in evaluations if r["job"]["recipe"] == "none"
     }
     gaps = {}
     for record in evaluations:
         base = clean.get(record["job"]["encoder_key"])
-        if base is None:
+        if base is None or metric not in base:
             continue
         metrics = record["metrics"]
         gaps[record["key"]] = (
-            metrics["fid"] - base["fid"],
-            math.hypot(metrics["fid_ci95"], base["fid_ci95"]),
+            metrics[metric] - base[metric],
+            math.hypot(metrics[f"{metric}_ci95"], base[f"{metric}_ci95"]),
         )
     return gaps
 
@@ -90,6 +105,8 @@ def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) 
         job = record["job"]
         group = (job["fraction"], job.get("w_distill"), job["recipe"], job["budget"])
         groups[group].append(record)
+    headline = headline_metric(evaluations)
+    drops = robustness_gaps(evaluations, headline) if headline == "accuracy_top1" else {}
     rows = []
     for (fraction, w_distill, recipe, budget), records in sorted(
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2] != "none", kv[0][2:])
@@ -105,20 +122,18 @@ def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) 
         }
         for name, values, single in (
             ("fid", [r["metrics"]["fid"] for r in records], "fid_ci95"),
-            (
-                "r_precision_top3",
-                [r["metrics"]["r_precision_top3"] for r in records],
-                "r_precision_top3_ci95",
-            ),
+            (headline, [r["metrics"][headline] for r in records], f"{headline}_ci95"),
         ):
             mean, ci = interval(values)
             row[name] = mean
             row[f"{name}_ci95"] = ci if len(values) > 1 else records[0]["metrics"][single]
-        deltas = [gaps[r["key"]] for r in records if r["key"] in gaps]
-        if deltas:
-            mean, ci = interval(d for d, _ in deltas)
-            row["delta_fid"] = mean
-            row["delta_fid_ci95"] = ci if len(deltas) > 1 else deltas[0][1]
+        # the accuracy drop is clean minus attacked: positive when the attack hurts
+        for name, found, sign in (("delta_fid", gaps, 1.0), ("accuracy_drop", drops, -1.0)):
+            deltas = [found[r["key"]] for r in records if r["key"] in found]
+            if deltas:
+                mean, ci = interval(sign * d for d, _ in deltas)
+                row[name] = mean
+                row[f"{name}_ci95"] = ci if len(deltas) > 1 else deltas[0][1]
         rows.append(row)
     return rows
 
@@ -126,15 +141,18 @@ def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
     show_w = len({r["w_distill"] for r in rows if r["w_distill"] is not None}) > 1
+    headline = "accuracy_top1" if any("accuracy_top1" in r for r in rows) else "r_precision_top3"
     header = ["fraction", "pairs"] + (["w_distill"] if show_w else [])
-    header += ["condition", "seeds", "FID", "ΔFID", "R-prec top-3"]
+    header += ["condition", "seeds", "FID", "ΔFID", HEADLINES[headline]]
+    header += ["accuracy drop"] if headline == "accuracy_top1" else []
     lines = []
     for row in rows:
-        delta = (
-            f"{row['delta_fid']:+.3f} ± {row['delta_fid_ci95']:.3f}"
-            if "delta_fid" in row and row["recipe"] != "none"
-            else "—"
-        )
+
+        def signed(name: str) -> str:
+            if name not in row or row["recipe"] == "none":
+                return "—"
+            return f"{row[name]:+.3f} ± {row[f'{name}_ci95']:.3f}"
+
         cells = [
             "0 (original)" if row["fraction"] == 0 else f"{row['fraction']:g}",
             f"{row['n_pairs']:.0f}",
@@ -146,9 +164,10 @@ def format_table(rows: list[dict]) -> str:
             row["condition"],
             str(row["seeds"]),
             f"{row['fid']:.3f} ± {row['fid_ci95']:.3f}",
-            delta,
-            f"{row['r_precision_top3']:.3f} ± {row['r_precision_top3_ci95']:.3f}",
+            signed("delta_fid"),
+            f"{row[headline]:.3f} ± {row[f'{headline}_ci95']:.3f}",
         ]
+        cells += [signed("accuracy_drop")] if headline == "accuracy_top1" else []
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]

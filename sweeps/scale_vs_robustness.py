@@ -48,6 +48,7 @@ def sweep_key(config: StudyConfig) -> str:
     # the generator's sampling settings change no number: evaluations sample with
     # evaluation.ddim_steps and evaluation.guidance, in batches of generator.sample_batch
     tree["generator"] = config.generator.weights_dict()
+    tree["evaluation"] = config.evaluation_key()
     return digest(tree)
 
 
@@ -296,8 +297,13 @@ class Sweep:
         self.tracker.parent_artifact(stage0.generator_path, "stage0")
         for path in stage0.transfer_paths.values():
             self.tracker.parent_artifact(path, "stage0/perturbed_prompts")
+        if stage0.repairs:  # what the loader trimmed, filled and dropped, with the ids
+            path = self.state.folder / "data_repairs.json"
+            path.write_text(json.dumps(stage0.repairs, indent=2) + "\n")
+            self.tracker.parent_artifact(path, "stage0")
+        prefix = "recognizer_" if stage0.labels is not None else "evaluator_gt_"
         self.tracker.parent_metrics(
-            {f"evaluator_gt_{k}": v for k, v in stage0.figures["evaluator"].items()}
+            {f"{prefix}{k}": v for k, v in stage0.figures["evaluator"].items()}
         )
         return True
 
@@ -722,10 +728,11 @@ class Sweep:
         self.store.put(job["key"], record)
         self.log_evaluation(record)
         metrics = record["metrics"]
-        return (
-            f"FID {metrics['fid']:.3f} ± {metrics['fid_ci95']:.3f}, R-precision top-3 "
-            f"{metrics['r_precision_top3']:.3f}"
-        )
+        if "accuracy_top1" in metrics:
+            second = f"accuracy top-1 {metrics['accuracy_top1']:.3f}"
+        else:
+            second = f"R-precision top-3 {metrics['r_precision_top3']:.3f}"
+        return f"FID {metrics['fid']:.3f} ± {metrics['fid_ci95']:.3f}, {second}"
 
     def log_evaluation(self, record: dict) -> None:
         from sweeps.results import condition_label
@@ -766,18 +773,20 @@ class Sweep:
         """ΔFID into each evaluation run, curves into the parent run, the table, and the
         dashboard report (figures, fits, summary) into the sweep's folder and parent run."""
         from dashboards.report import report_experiment
-        from sweeps.results import format_table, robustness_gaps, summary_rows
+        from sweeps.results import format_table, headline_metric, robustness_gaps, summary_rows
 
         gaps = robustness_gaps(evaluations)
+        headline = headline_metric(evaluations)
+        drops = robustness_gaps(evaluations, headline) if headline == "accuracy_top1" else {}
         for record in evaluations:
             if record["key"] in gaps and not record.get("delta_logged"):
                 delta, ci = gaps[record["key"]]
+                logged = {"delta_fid": delta, "delta_fid_ci95": ci}
+                if record["key"] in drops:  # clean minus attacked
+                    drop, drop_ci = drops[record["key"]]
+                    logged.update(accuracy_drop=-drop, accuracy_drop_ci95=drop_ci)
                 run_id = self.tracker.find_trial(record["key"])
-                self.tracker.log_metrics(
-                    run_id,
-                    {"delta_fid": delta, "delta_fid_ci95": ci},
-                    step=record["job"]["n_pairs"],
-                )
+                self.tracker.log_metrics(run_id, logged, step=record["job"]["n_pairs"])
                 self.store.update(record["key"], delta_logged=True)
         rows = summary_rows(evaluations, gaps)
         table = format_table(rows)
@@ -802,12 +811,11 @@ class Sweep:
         if not reported:
             for row in rows:
                 name = row["condition"].replace(" ", "_")
-                metrics = {
-                    f"fid/{name}": row["fid"],
-                    f"r_precision_top3/{name}": row["r_precision_top3"],
-                }
-                if "delta_fid" in row and row["recipe"] != "none":
-                    metrics[f"delta_fid/{name}"] = row["delta_fid"]
+                metrics = {f"fid/{name}": row["fid"], f"{headline}/{name}": row[headline]}
+                if row["recipe"] != "none":
+                    for gap in ("delta_fid", "accuracy_drop"):
+                        if gap in row:
+                            metrics[f"{gap}/{name}"] = row[gap]
                 self.tracker.parent_metrics(metrics, step=int(row["n_pairs"]))
             for path in (folder / "table.txt", folder / "rows.json"):
                 self.tracker.parent_artifact(path, "results")
@@ -977,6 +985,11 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
                 "data_fingerprint": stage0.data_fingerprint,
                 "train_fingerprint": stage0.train_fingerprint,
                 "test_fingerprint": stage0.test_fingerprint,
+                **{
+                    f"data.repairs.{split}.{name}": str(count)
+                    for split, repairs in stage0.repairs.items()
+                    for name, count in repairs["counts"].items()
+                },
                 **{f"version.{k}": v for k, v in package_versions().items()},
                 **{f"platform.{k}": v for k, v in platform_facts().items()},
             },
@@ -1006,7 +1019,8 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     if sweep.interrupted:
         print(resume_hint("interrupted", sweep.store.folder), flush=True)
         return 130
-    print(f"\n[result] FID, ΔFID and R-precision top-3 (mean ± 95 % interval over seeds):\n{table}")
+    second = "recognition accuracy" if stage0.labels is not None else "R-precision top-3"
+    print(f"\n[result] FID, ΔFID and {second} (mean ± 95 % interval over seeds):\n{table}")
     print(
         f"\n[result] report: {sweep.state.folder / 'report' / 'summary.html'}; MLflow: "
         f"{ui_hint(redact(sweep.tracking_uri))} (experiment "

@@ -42,6 +42,20 @@ def digest(value) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def repair_summary(repairs: dict) -> str:
+    """One line of a loader's repairs (`MotionDataset.repairs`): counts and ids by reason."""
+    parts = [
+        f"{name} {len(ids)} ({', '.join(f'{i}: {n} frames' for i, n in ids.items())})"
+        for name, ids in (("trimmed", repairs["trimmed"]), ("filled", repairs["filled"]))
+        if ids
+    ]
+    parts += [
+        f"dropped {len(ids)} as {reason} ({', '.join(ids)})"
+        for reason, ids in repairs["dropped"].items()
+    ]
+    return "; ".join(parts) or "none needed"
+
+
 def corpus_folder(workdir: Path, data: DataConfig) -> Path:
     """The synthetic corpus for (num_motions, seed), built once and reused."""
     root = (
@@ -77,7 +91,8 @@ def data_root(config: StudyConfig) -> str:
     """The folder the loaders read (built first for the synthetic corpus)."""
     if config.data.kind == "synthetic":
         return str(corpus_folder(Path(config.workdir), config.data).resolve())
-    return str(config.data.root)
+    # absolute: Ray's trials run in folders of their own
+    return str(Path(config.data.root).expanduser().resolve())
 
 
 def load_split(kind: str, root: str, split: str) -> MotionDataset:
@@ -128,8 +143,11 @@ def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
     return {split: load_split(config.data.kind, root, split) for split in splits}
 
 
-def evaluation_prompts(test: MotionDataset, count: int, seed: int) -> tuple[list[str], list[int]]:
-    """`count` test motions (seeded choice) with one seeded caption each, and their lengths."""
+def evaluation_prompts(
+    test: MotionDataset, count: int, seed: int
+) -> tuple[list[str], list[int], list[int] | None]:
+    """`count` test motions (seeded choice) with one seeded caption each, their lengths, and
+    their class labels where the data has them (MSR Action3D's actions), else None."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -137,7 +155,12 @@ def evaluation_prompts(test: MotionDataset, count: int, seed: int) -> tuple[list
     prompts = [
         test.items[i].captions[int(rng.integers(len(test.items[i].captions)))].text for i in rows
     ]
-    return prompts, [test.items[i].num_frames for i in rows]
+    labels = [test.items[i].label for i in rows]
+    return (
+        prompts,
+        [test.items[i].num_frames for i in rows],
+        None if None in labels else [int(label) for label in labels],
+    )
 
 
 def _file_bytes(save, suffix: str) -> bytes:
@@ -166,11 +189,18 @@ def assigned_device() -> torch.device:
     return torch.device("cuda")  # Ray's CUDA_VISIBLE_DEVICES makes it the one assigned
 
 
+def uses_recognizer(config: StudyConfig) -> bool:
+    """Whether the study scores with the action recogniser (MSR Action3D: the protocol of
+    action-conditioned generation) rather than the text-motion evaluator."""
+    return config.data.kind == "action3d"
+
+
 def train_evaluator_task(
     config: StudyConfig, root: str, fingerprints: dict[str, str] | None = None
 ) -> tuple[bytes, dict]:
-    """The evaluator file's bytes and its ground-truth figures on the test split (read as
-    `node_split` reads them, checked against the driver's `fingerprints` by split)."""
+    """The scoring model's file bytes and its figures on the test split (read as
+    `node_split` reads them, checked against the driver's `fingerprints` by split): the
+    text-motion evaluator, or for MSR Action3D the action recogniser."""
     from moclip.evaluation.evaluator import save_evaluator
     from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
 
@@ -178,6 +208,27 @@ def train_evaluator_task(
     train = node_split(config, root, "train", fingerprints.get("train"))
     test = node_split(config, root, "test", fingerprints.get("test"))
     started = time.monotonic()
+    # node_split checked the split against the driver's fingerprint: no second hash
+    data = fingerprints.get("train") or train.fingerprint()
+    if uses_recognizer(config):
+        from moclip.data.action3d import ACTIONS
+        from moclip.evaluation.recognizer import (
+            recognizer_figures,
+            save_recognizer,
+            train_recognizer,
+        )
+
+        recognizer, _ = train_recognizer(
+            train,
+            len(ACTIONS),
+            config.evaluation.recognizer,
+            seed=config.evaluation.seed,
+            device=assigned_device(),
+        )
+        figures = recognizer_figures(recognizer, train, test, config.evaluation.seed)
+        figures["train_seconds"] = round(time.monotonic() - started, 1)
+        blob = _file_bytes(lambda p: save_recognizer(p, recognizer, data, figures), ".pt")
+        return blob, figures
     evaluator, _ = train_evaluator(
         train,
         config.evaluation.evaluator_steps,
@@ -187,8 +238,6 @@ def train_evaluator_task(
     )
     figures = ground_truth_figures(evaluator, train, test, config.evaluation.seed)
     figures["train_seconds"] = round(time.monotonic() - started, 1)
-    # node_split checked the split against the driver's fingerprint: no second hash
-    data = fingerprints.get("train") or train.fingerprint()
     blob = _file_bytes(lambda p: save_evaluator(p, evaluator, data, figures), ".pt")
     return blob, figures
 
@@ -240,6 +289,8 @@ class Stage0:
     generator_path: Path
     prompts: list[str]
     lengths: list[int]
+    labels: list[int] | None = None  # the prompts' actions (MSR Action3D), else None
+    repairs: dict[str, dict] = field(default_factory=dict)  # per split: the loader's repairs
     transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
     transfer_paths: dict[tuple[str, int], Path] = field(default_factory=dict)
     figures: dict[str, dict] = field(default_factory=dict)  # per model, once it is ready
@@ -278,6 +329,8 @@ class Stage0:
                 path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
                 self.figures[name] = figures
                 print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
+                if "accuracy_top1" in figures:
+                    print(recognizer_line(figures), flush=True)
         return not self.running
 
     def wait_for_models(self) -> None:
@@ -301,11 +354,22 @@ class Stage0:
             "generator": self.running.get("generator") or self.generator_path.read_bytes(),
             "prompts": self.prompts,
             "lengths": self.lengths,
+            "labels": self.labels,
             "transfer": {
                 f"{recipe}|{budget}": [asdict(r) for r in records]
                 for (recipe, budget), records in self.transfer_sets.items()
             },
         }
+
+
+def recognizer_line(figures: dict) -> str:
+    """The action recogniser's figures on real motions, as stage 0 prints them."""
+    return (
+        f"[stage 0] action recogniser on the real test subjects: accuracy top-1 "
+        f"{figures['accuracy_top1']:.3f} (top-3 {figures['accuracy_top3']:.3f}, chance "
+        f"{figures['chance_top1']:.3f}, n={figures['num_test_motions']:.0f}); real-vs-real FID "
+        f"floor (training subjects against test subjects) {figures['fid_train_vs_test']:.2f}"
+    )
 
 
 def resolve_models(payload: dict) -> dict:
@@ -336,6 +400,9 @@ def model_keys(config: StudyConfig, fingerprints: dict[str, str]) -> tuple[str, 
     guidance, batch) is left out: a sweep that changes it reuses the trained generator."""
     data_key = digest([fingerprints["train"], fingerprints["test"]])
     evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
+    if uses_recognizer(config):
+        recognizer = config.evaluation.recognizer.to_dict()
+        evaluator_key = digest([data_key, "recognizer", recognizer, config.evaluation.seed])
     generator_key = digest(
         [
             data_key,
@@ -364,6 +431,8 @@ def run_stage0(config: StudyConfig) -> Stage0:
             f" dropped {dict(part.dropped) or 'none'}, fingerprint {fingerprints[name][:12]}",
             flush=True,
         )
+        if part.repairs:
+            print(f"[stage 0] {name} repairs: {repair_summary(part.repairs)}", flush=True)
     train, test = splits["train"], splits["test"]
     if len(test) < R_PRECISION_BATCH:
         raise DatasetError(
@@ -379,7 +448,8 @@ def run_stage0(config: StudyConfig) -> Stage0:
 
     cache = Path(config.workdir) / "cache"
     evaluator_key, generator_key = model_keys(config, fingerprints)
-    evaluator_path = cache / f"evaluator-{evaluator_key}.pt"
+    scorer_name = "recognizer" if uses_recognizer(config) else "evaluator"
+    evaluator_path = cache / f"{scorer_name}-{evaluator_key}.pt"
     generator_path = cache / f"generator-{generator_key}.pt"
     options = config.ray.stage0_task_options()
     pending = {
@@ -395,7 +465,9 @@ def run_stage0(config: StudyConfig) -> Stage0:
         else:
             print(f"[stage 0] training the {name} (Ray task)", flush=True)
 
-    prompts, lengths = evaluation_prompts(test, config.attacks.prompts, config.attacks.seed)
+    prompts, lengths, labels = evaluation_prompts(
+        test, config.attacks.prompts, config.attacks.seed
+    )
     transfer_sets, transfer_paths = {}, {}
     prompt_cache = cache / "prompts"
     for recipe in config.attacks.recipes:
@@ -429,6 +501,8 @@ def run_stage0(config: StudyConfig) -> Stage0:
         generator_path=generator_path,
         prompts=prompts,
         lengths=lengths,
+        labels=labels,
+        repairs={name: part.repairs for name, part in splits.items() if part.repairs},
         transfer_sets=transfer_sets,
         transfer_paths=transfer_paths,
         figures={name: value[1] for name, value in pending.items() if isinstance(value, tuple)},

@@ -62,7 +62,7 @@ def test_an_evaluation_samples_at_its_sweeps_batch_size_with_the_same_scores(tmp
     root = data_root(config)
     evaluator = train_evaluator_task(config, root)[0]
     generator = train_generator_task(config, root)[0]
-    prompts, lengths = evaluation_prompts(load_split("synthetic", root, "test"), 32, seed=0)
+    prompts, lengths, _ = evaluation_prompts(load_split("synthetic", root, "test"), 32, seed=0)
     encoder, tokenizer, _ = build_text_encoder(config.encoder)
     embedder = TextEmbedder(encoder.eval(), tokenizer)
 

@@ -6,12 +6,18 @@ loader maps the joints to the root-first Kinect skeleton, turns the vertical axi
 the units into metres, resamples to 20 fps, computes HumanML3D-style features, and gives each
 action its name and paraphrases as captions. Splits follow the cross-subject protocol: odd
 subjects train, even subjects test.
+
+Real recordings lose tracking: the Kinect then writes every joint of the frame at exactly
+(0, 0, 0). `repair_lost_frames` trims such frames at the ends, fills short gaps inside and
+drops what cannot be repaired (see its docstring for the limits); `load_action3d` counts each
+repair by reason, with the ids, in `MotionDataset.repairs`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -213,16 +219,121 @@ def action_captions(action: int) -> tuple[Caption, ...]:
     return tuple(Caption(text, tuple(f"{w}/X" for w in text.split())) for text in ACTIONS[action])
 
 
+# Limits of the lost-frame repair (see repair_lost_frames).
+MAX_GAP_S = 0.5
+MAX_LOST_SHARE = 0.5
+MIN_SOURCE_FRAMES = 10
+
+
+def lost_frames(raw: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames where tracking was lost, every joint exactly at (0, 0, 0)."""
+    return np.all(raw == 0.0, axis=(1, 2))
+
+
+def repair_lost_frames(
+    raw: np.ndarray,
+    source_fps: float = SOURCE_FPS,
+    max_gap_s: float = MAX_GAP_S,
+    max_lost_share: float = MAX_LOST_SHARE,
+    min_frames: int = MIN_SOURCE_FRAMES,
+) -> tuple[np.ndarray | None, dict[str, int], str | None]:
+    """(repaired joints or None, {"trimmed": n, "filled": n}, reason dropped or None).
+
+    Lost frames at the start and end are trimmed; a run of lost frames inside the sequence is
+    filled by linear interpolation between the frames around it if it lasts at most
+    `max_gap_s` (0.5 s, 7 frames at 15 fps). The limits, from the real recordings: the
+    actions last 1-3 s (median 39 frames), and the long gaps (9-33 frames) all fall where the
+    body bends out of the sensor's view (bend, pick up and throw), so a straight line across
+    one would replace the bottom of the bend by a shallower motion that nobody performed: such
+    a sequence is dropped ("gap_too_long") rather than invented. Half a second is shorter than
+    any action's main stroke, so a filled gap smooths a stretch of it without removing it. A
+    recording with more than `max_lost_share` (half) of its frames lost ("mostly_lost") keeps
+    less than half of the action performed, and one with fewer than `min_frames` (10, 0.67 s)
+    tracked frames left ("too_short") is too short to carry an action: both are dropped.
+    """
+    lost = lost_frames(raw)
+    total = len(raw)
+    if lost.all():
+        return None, {}, "all_lost"
+    if lost.sum() > max_lost_share * total:
+        return None, {}, "mostly_lost"
+    kept = np.flatnonzero(~lost)
+    first, last = int(kept[0]), int(kept[-1])
+    joints, inner = raw[first : last + 1], lost[first : last + 1]
+    counts = {"trimmed": total - len(joints), "filled": int(inner.sum())}
+    if len(joints) - counts["filled"] < min_frames:
+        return None, counts, "too_short"
+    if inner.any():
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], inner.astype(np.int8), [0]))))
+        longest = int(np.max(edges[1::2] - edges[::2]))
+        if longest > max_gap_s * source_fps:
+            return None, counts, "gap_too_long"
+        frames = np.arange(len(joints))
+        flat = joints.reshape(len(joints), -1).copy()
+        good = ~inner
+        for k in range(flat.shape[1]):
+            flat[inner, k] = np.interp(frames[inner], frames[good], flat[good, k])
+        joints = flat.reshape(joints.shape)
+    return joints, counts, None
+
+
+@dataclass
+class RepairLog:
+    """What the loader did to the recordings, by reason, with the ids: `trimmed` and `filled`
+    map an id to its number of source frames, `dropped` a reason to its ids."""
+
+    trimmed: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, motion_id: str, counts: dict[str, int], reason: str | None) -> None:
+        if reason is not None:
+            self.dropped.setdefault(reason, []).append(motion_id)
+            return
+        for name, log in (("trimmed", self.trimmed), ("filled", self.filled)):
+            if counts.get(name):
+                log[motion_id] = counts[name]
+
+    def to_dict(self) -> dict:
+        """Plain values (JSON, MLflow) with the counts beside the ids."""
+        return {
+            "trimmed": dict(self.trimmed),
+            "filled": dict(self.filled),
+            "dropped": {reason: list(ids) for reason, ids in sorted(self.dropped.items())},
+            "counts": self.counts(),
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Sequences per repair: trimmed, filled, and dropped by reason."""
+        out = {"trimmed": len(self.trimmed), "filled": len(self.filled)}
+        out.update({f"dropped_{r}": len(ids) for r, ids in sorted(self.dropped.items())})
+        return out
+
+
+def action_of(motion_id: str) -> int:
+    """The action number (1-20) of an id `aNN_sNN_eNN`."""
+    match = re.match(r"a(\d{2})_s\d{2}_e\d{2}", motion_id)
+    if not match:
+        raise DatasetError(f"{motion_id!r} is not an MSR Action3D id aNN_sNN_eNN")
+    return int(match.group(1))
+
+
 def load_action3d(
     root: Path | str,
     split: str,
     units: str = "auto",
     source_fps: float = SOURCE_FPS,
-    min_frames: int = 10,
+    min_frames: int = MIN_SOURCE_FRAMES,
+    max_gap_s: float = MAX_GAP_S,
+    max_lost_share: float = MAX_LOST_SHARE,
 ) -> MotionDataset:
     """MSR Action3D skeleton files under ROOT as a MotionDataset on the Kinect skeleton.
 
-    Normalisation statistics come from the training subjects, whichever split is loaded.
+    Lost frames are repaired or the sequence dropped (`repair_lost_frames`; what was done is
+    in `dataset.repairs`, the drops also counted in `dataset.dropped`), so a defect of one
+    recording never stops the others; a file not in the format still raises DatasetError
+    naming it. Normalisation statistics come from the training subjects, whichever split is
+    loaded. Each item's `label` is its action, 0-19 (a01 is 0).
     """
     root = Path(root)
     if split not in SPLIT_SUBJECTS:
@@ -230,26 +341,47 @@ def load_action3d(
             f"unknown MSR Action3D split {split!r}; expected one of "
             f"{', '.join(SPLIT_SUBJECTS)} (cross-subject: odd subjects train)"
         )
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: MSR Action3D folder not found; get the skeleton files from the data set's "
+            f"authors (see README, 'MSR Action3D') and set data.root to their folder"
+        )
     files = sorted(p for p in root.rglob("*_skeleton3D.txt") if FILE_PATTERN.search(p.name))
     if not files:
         raise DatasetError(f"{root}: no MSR Action3D files named aNN_sNN_eNN_skeleton3D.txt")
     items: dict[str, list[MotionItem]] = {"train": [], "test": []}
-    dropped: Counter = Counter()
+    repairs = {"train": RepairLog(), "test": RepairLog()}
     for path in files:
         action, subject, _ = (int(g) for g in FILE_PATTERN.search(path.name).groups())
         part = "train" if subject in SPLIT_SUBJECTS["train"] else "test"
-        try:
-            positions = resample(to_kinect_metres(read_skeleton_file(path), units), source_fps)
-        except ValueError as err:
-            raise DatasetError(f"{path}: {err}") from None
-        if len(positions) - 1 < min_frames:
-            dropped["too_short"] += 1
-            continue
-        features = positions_to_features(positions, KINECT)
         motion_id = path.name[: -len("_skeleton3D.txt")]
-        items[part].append(MotionItem(motion_id, motion_id, features, action_captions(action)))
+        raw, counts, reason = repair_lost_frames(
+            read_skeleton_file(path), source_fps, max_gap_s, max_lost_share, min_frames
+        )
+        repairs[part].add(motion_id, counts, reason)
+        if raw is None:
+            continue
+        try:
+            positions = resample(to_kinect_metres(raw, units), source_fps)
+            features = positions_to_features(positions, KINECT)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+            raise DatasetError(f"{path}: {err}") from None
+        if not np.all(np.isfinite(features)):
+            raise DatasetError(f"{path}: the skeleton's geometry gives NaN or infinite features")
+        captions = action_captions(action)
+        items[part].append(
+            MotionItem(motion_id, motion_id, features, captions, label=action - 1)
+        )
     if not items["train"]:
         raise DatasetError(f"{root}: no usable training files (odd subjects s01, s03, ...)")
     mean, std = feature_stats(item.features for item in items["train"])
-    chosen = items["train"] + items["test"] if split == "all" else items[split]
-    return MotionDataset(root.name, split, KINECT, chosen, mean, std, dropped)
+    parts = ("train", "test") if split == "all" else (split,)
+    chosen = [item for part in parts for item in items[part]]
+    log = RepairLog()
+    for part in parts:
+        log.trimmed.update(repairs[part].trimmed)
+        log.filled.update(repairs[part].filled)
+        for reason, ids in repairs[part].dropped.items():
+            log.dropped.setdefault(reason, []).extend(ids)
+    dropped = Counter({reason: len(ids) for reason, ids in log.dropped.items()})
+    return MotionDataset(root.name, split, KINECT, chosen, mean, std, dropped, log.to_dict())

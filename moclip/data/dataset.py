@@ -42,6 +42,7 @@ class MotionItem:
     motion_id: str
     features: np.ndarray = field(repr=False)  # (T, D) float32
     captions: tuple[Caption, ...]
+    label: int | None = None  # a class (MSR Action3D's action, 0-19) where the data has one
 
     @property
     def num_frames(self) -> int:
@@ -59,6 +60,8 @@ class MotionDataset:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     dropped: Counter = field(default_factory=Counter)
+    # what the loader repaired or dropped, by reason with the ids (MSR Action3D's lost frames)
+    repairs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -87,7 +90,14 @@ class MotionDataset:
             )
         items = [item for item in self.items if item.motion_id in keep]
         return MotionDataset(
-            self.name, self.split, self.skeleton, items, self.mean, self.std, Counter(self.dropped)
+            self.name,
+            self.split,
+            self.skeleton,
+            items,
+            self.mean,
+            self.std,
+            Counter(self.dropped),
+            self.repairs,
         )
 
     def fingerprint(self) -> str:
