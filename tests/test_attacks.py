@@ -126,6 +126,19 @@ def test_greedy_attack_drifts_further_than_random_at_equal_budget(tmp_path):
     assert embedder.identity in path.name
 
 
+def test_greedy_attack_takes_one_word_prompts():
+    """MSR Action3D's prompts include one-word action names: the word-importance search's
+    leave-one-out text is then empty, which the encoder refuses (the real-data failure)."""
+    from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="tiny"))
+    embedder = TextEmbedder(encoder, tokenizer)
+    prompts = ["bend", "jogging", "a person jogs in place"]
+    greedy = perturb(prompts, "char-swap", 1, seed=0, encoder=embedder)
+    assert [r.original for r in greedy] == prompts
+    assert all(r.success and r.words_changed == 1 for r in greedy)
+
+
 def test_rank_attack_pushes_the_true_motion_down():
     import torch
 

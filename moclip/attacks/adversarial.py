@@ -44,7 +44,22 @@ def build_attack(
             self.model = embed
 
         def __call__(self, texts: list[str]) -> torch.Tensor:
-            return torch.nn.functional.normalize(self.model(list(texts)).float(), dim=-1)
+            # The word-importance search deletes each word in turn: a one-word prompt
+            # ("bend") leaves no text, which no encoder takes. It carries nothing, so its
+            # embedding is the zero vector: drift 1 from any prompt, the word most important.
+            # (The first call embeds the clean prompt, so the width is known by then.)
+            kept = [i for i, text in enumerate(texts) if text.strip()]
+            out = torch.zeros(len(texts), self.width) if len(kept) < len(texts) else None
+            if kept:
+                embedded = self.model([texts[i] for i in kept]).float()
+                embedded = torch.nn.functional.normalize(embedded, dim=-1)
+                if out is None:
+                    self.width = embedded.shape[1]
+                    return embedded
+                out[kept] = embedded
+            return out
+
+        width = 0
 
     class EmbeddingDrift(GoalFunction):
         """Maximise 1 - cos(E(x'), E(x)), E unit-normalised; E(x) is the reference."""

@@ -15,6 +15,7 @@ repair by reason, with the ids, in `MotionDataset.repairs`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -158,18 +159,20 @@ def read_skeleton_file(path: Path | str) -> np.ndarray:
                 f"{len(fields)} field(s): {line.strip()[:60]!r}"
             )
         try:
-            rows.append([float(v) for v in fields[:3]])
+            row = [float(v) for v in fields[:3]]
         except ValueError:
             raise DatasetError(f"{path}:{number}: not a number in {line.strip()[:60]!r}") from None
+        if not all(math.isfinite(v) for v in row):
+            raise DatasetError(
+                f"{path}:{number}: NaN or infinite coordinate in {line.strip()[:60]!r}"
+            )
+        rows.append(row)
     if not rows or len(rows) % 20:
         raise DatasetError(
             f"{path}: {len(rows)} joint rows, expected a positive multiple of 20 "
             f"(20 joints per frame)"
         )
-    joints = np.asarray(rows).reshape(-1, 20, 3)
-    if not np.all(np.isfinite(joints)):
-        raise DatasetError(f"{path}: contains NaN or infinite coordinates")
-    return joints
+    return np.asarray(rows).reshape(-1, 20, 3)
 
 
 def to_kinect_metres(raw: np.ndarray, units: str = "auto") -> np.ndarray:
