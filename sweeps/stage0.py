@@ -368,7 +368,9 @@ def recognizer_line(figures: dict) -> str:
         f"[stage 0] action recogniser on the real test subjects: accuracy top-1 "
         f"{figures['accuracy_top1']:.3f} (top-3 {figures['accuracy_top3']:.3f}, chance "
         f"{figures['chance_top1']:.3f}, n={figures['num_test_motions']:.0f}); real-vs-real FID "
-        f"floor (training subjects against test subjects) {figures['fid_train_vs_test']:.2f}"
+        f"training against test subjects {figures['fid_train_vs_test']:.2f}, between halves "
+        f"of the test subjects' motions {figures.get('fid_test_halves', float('nan')):.2f} "
+        f"(mean of 10 splits)"
     )
 
 
