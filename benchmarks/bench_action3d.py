@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-action3d-"))).resolve()
-    overrides = [f"data.root={args.data.resolve()}", f"workdir={workdir}", *args.overrides]
+    overrides = [f"data.root={args.data}", f"workdir={workdir}", *args.overrides]
     config = load_config(args.config, overrides)
     wall = None if args.reuse else run_sweep(args.config, overrides)
     state = json.loads((workdir / "sweeps" / sweep_key(config) / "state.json").read_text())
@@ -75,15 +75,15 @@ def main() -> None:
         print(f"  {path.stem.split('-')[0]:<12} {figures.get('train_seconds', float('nan')):8.1f} s")
     records = [json.loads(p.read_text()) for p in (workdir / "results").glob("*.json")]
     kinds = {"finetune": "train_seconds", "evaluation": "eval_seconds"}
-    print(f"\n{'trials':<22} {'sum s':>8} {'mean s':>7} {'max s':>7} {'count':>5}")
+    print(f"\n{'trials':<30} {'sum s':>8} {'mean s':>7} {'max s':>7} {'count':>5}")
     for kind, metric in kinds.items():
         values = [r["metrics"][metric] for r in records if r.get("kind") == kind]
         if values:
-            print(f"  {kind:<20} {spread(values)}")
+            print(f"  {kind:<28} {spread(values)}")
     evaluations = [r for r in records if r.get("kind") == "evaluation"]
     for recipe in sorted({r["job"]["recipe"] for r in evaluations}):
         values = [r["metrics"]["eval_seconds"] for r in evaluations if r["job"]["recipe"] == recipe]
-        print(f"    evaluation {recipe:<9} {spread(values)}")
+        print(f"    evaluation {recipe:<15} {spread(values)}")
 
 
 if __name__ == "__main__":
