@@ -180,6 +180,18 @@ def statements(rows: list[dict], fits: list[dict], figures: dict) -> list[str]:
         f"{max(means) - min(means):.3f}: at this scale the attack decides robustness, and the "
         f"size of the fine-tuning set barely moves it."
     )
+    original = {
+        r["condition"]: r["accuracy_drop"][0]
+        for r in rows
+        if r["fraction"] == 0 and r["recipe"] != "none"
+    }
+    above = [c for c, drop in original.items() if c in spans and drop > max(spans[c])]
+    lines.append(
+        f"The original encoder's accuracy drop lies above that of every fine-tuned fraction "
+        f"for {len(above)} of {len(original)} attacks ({', '.join(sorted(above)) or 'none'}): "
+        f"fine-tuning at any size may help a little, but it is one encoder with no interval "
+        f"over seeds, so this is not tested."
+    )
     falling = sorted(
         c
         for c in spans
@@ -318,6 +330,9 @@ def write_findings(config_path: Path, overrides: list[str], out: Path, command: 
             ["condition", "seeds", "ΔFID per doubling", "p", "accuracy drop per doubling", "p"],
             fit_body,
         ),
+        "",
+        "The figures are the sweep's report: their bands are its 1.96·std/√n over seeds, "
+        "narrower than the Student-t intervals of the tables above.",
         "",
         *[f"![{name}](images/action3d/{name})\n" for name in FIGURES],
         "## What the figures support, and what they do not",
