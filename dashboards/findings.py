@@ -30,7 +30,7 @@ from scipy import stats
 from moclip.data.action3d import load_action3d
 from moclip.evaluation.recognizer import load_recognizer, real_floors
 from sweeps.config import load_config
-from sweeps.results import condition_label
+from sweeps.results import condition_label, robustness_gaps
 from sweeps.scale_vs_robustness import sweep_key
 from sweeps.tracking import code_version, platform_facts
 
@@ -62,12 +62,11 @@ def paired_records(workdir: Path) -> list[dict]:
     """Every evaluation record with its encoder's clean record's FID and accuracy beside it
     (ΔFID and the accuracy drop, paired on the same encoder and diffusion noise)."""
     records = [json.loads(p.read_text()) for p in (workdir / "results").glob("ev-*.json")]
-    clean = {r["job"]["encoder_key"]: r["metrics"] for r in records if r["job"]["recipe"] == "none"}
+    fid_gaps = robustness_gaps(records)
+    accuracy_gaps = robustness_gaps(records, "accuracy_top1")
     for record in records:
-        base = clean[record["job"]["encoder_key"]]
-        metrics = record["metrics"]
-        record["delta_fid"] = metrics["fid"] - base["fid"]
-        record["accuracy_drop"] = base["accuracy_top1"] - metrics["accuracy_top1"]
+        record["delta_fid"] = fid_gaps[record["key"]][0]
+        record["accuracy_drop"] = -accuracy_gaps[record["key"]][0]
     return records
 
 
@@ -235,9 +234,9 @@ def write_findings(config_path: Path, overrides: list[str], out: Path, command: 
     # the floors from the stored recogniser itself (a cached file may predate a floor)
     train = load_action3d(config.data.root, "train")
     test = load_action3d(config.data.root, "test")
-    recognizer.update(
-        real_floors(load_recognizer(recognizer_file)[0], train, test, config.evaluation.seed)
-    )
+    model = load_recognizer(recognizer_file)[0]
+    features = [model.encode([item.features for item in part.items])[0] for part in (train, test)]
+    recognizer.update(real_floors(*features, config.evaluation.seed))
     repairs = json.loads((folder / "data_repairs.json").read_text())
     images = out / "images" / "action3d"
     images.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 from dashboards.plots import curves, delta_heatmaps, power_law_figure
 from dashboards.power_law import PowerLawFit, fit_power_law
-from sweeps.results import format_table, robustness_gaps, summary_rows
+from sweeps.results import format_table, robustness_gaps, row_headline, summary_rows
 
 ARTIFACT_FOLDER = "report"
 FIGURES = {
@@ -121,7 +121,7 @@ def _cell(row: dict, name: str, signed: bool = False) -> str:
 
 
 def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    actions = any("accuracy_top1" in r for r in rows)
+    actions = row_headline(rows) == "accuracy_top1"
     header = ["fraction", "pairs", "w_distill", "condition", "seeds", "FID", "ΔFID"]
     header += ["accuracy top-1", "accuracy drop"] if actions else ["R-prec top-3"]
     body = [
@@ -178,7 +178,7 @@ def write_report(records: list[dict], out: Path, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     gaps = robustness_gaps(records)
     rows = summary_rows(records, gaps)
-    shown = ACTION_FIGURES if any("accuracy_top1" in r for r in rows) else FIGURES
+    shown = ACTION_FIGURES if row_headline(rows) == "accuracy_top1" else FIGURES
     figures = [curves(rows, metric, label, out / name) for name, (metric, label) in shown.items()]
     figures.append(delta_heatmaps(rows, out / "delta_fid_heatmap.png"))
     points = seed_points(records, gaps)

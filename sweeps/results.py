@@ -67,8 +67,12 @@ HEADLINES = {"accuracy_top1": "accuracy top-1", "r_precision_top3": "R-prec top-
 def headline_metric(evaluations: list[dict]) -> str:
     """`accuracy_top1` if the records have it (an action-recognition study), else
     `r_precision_top3`."""
-    has = any("accuracy_top1" in r["metrics"] for r in evaluations)
-    return "accuracy_top1" if has else "r_precision_top3"
+    return row_headline([r["metrics"] for r in evaluations])
+
+
+def row_headline(rows: list[dict]) -> str:
+    """The same for `summary_rows`' rows (or any dicts of metrics)."""
+    return "accuracy_top1" if any("accuracy_top1" in r for r in rows) else "r_precision_top3"
 
 
 def robustness_gaps(
@@ -141,7 +145,7 @@ def summary_rows(evaluations: list[dict], gaps: dict[str, tuple[float, float]]) 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
     show_w = len({r["w_distill"] for r in rows if r["w_distill"] is not None}) > 1
-    headline = "accuracy_top1" if any("accuracy_top1" in r for r in rows) else "r_precision_top3"
+    headline = row_headline(rows)
     header = ["fraction", "pairs"] + (["w_distill"] if show_w else [])
     header += ["condition", "seeds", "FID", "ΔFID", HEADLINES[headline]]
     header += ["accuracy drop"] if headline == "accuracy_top1" else []

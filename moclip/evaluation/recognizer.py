@@ -196,19 +196,13 @@ def train_recognizer(
 
 
 def real_floors(
-    recognizer: ActionRecognizer,
-    train: MotionDataset,
-    test: MotionDataset,
-    seed: int = 0,
-    splits: int = 10,
+    train_features: np.ndarray, test_features: np.ndarray, seed: int = 0, splits: int = 10
 ) -> dict[str, float]:
-    """FID between real motions in the recogniser's space: the training subjects against the
+    """FID between real motions' recogniser features: the training subjects against the
     test subjects (inflated: the recogniser was fitted to the training motions, whose
     features it spreads further), and two halves of the test subjects' motions (unseen data
     on both sides, at half the sample size): mean and standard deviation over `splits`
     seeded random halvings."""
-    test_features, _ = recognizer.encode([item.features for item in test.items])
-    train_features, _ = recognizer.encode([item.features for item in train.items])
     rng = np.random.default_rng(seed)
     half = len(test_features) // 2
     halves = []
@@ -234,14 +228,14 @@ def recognizer_figures(
     mu, sigma = gaussian_stats(features)
     recognizer.reference_mu.copy_(torch.from_numpy(mu))
     recognizer.reference_sigma.copy_(torch.from_numpy(sigma))
-    _, train_logits = recognizer.encode([item.features for item in train.items])
+    train_features, train_logits = recognizer.encode([item.features for item in train.items])
     return {
         "accuracy_top1": accuracy_top_k(logits, labels, 1),
         "accuracy_top3": accuracy_top_k(logits, labels, 3),
         "train_accuracy_top1": accuracy_top_k(train_logits, labels_of(train), 1),
         "chance_top1": 1.0 / recognizer.num_classes,
         "diversity": diversity(features, seed=seed),
-        **real_floors(recognizer, train, test, seed),
+        **real_floors(train_features, features, seed),
         "num_train_motions": float(len(train)),
         "num_test_motions": float(len(test)),
         "feature_width": float(recognizer.config.feature_width),
