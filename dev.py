@@ -2,7 +2,7 @@
 """Set up ./.venv (once, again when the requirements change) and run the main job or the tests.
 
     python3 dev.py run  [args for sweeps/scale_vs_robustness.py]
-    python3 dev.py test [args for pytest]
+    python3 dev.py test [--fast] [args for pytest]   (--fast: all but the `heavy` tests)
 
 Needs only Python >= 3.10 with pip and venv. The dev/CI path pins the whole environment with
 requirements/constraints-dev.txt; installing the package elsewhere (pip install .) does not.
@@ -114,7 +114,10 @@ def main(argv: list[str]) -> int:
     if argv[0] == "run":
         cmd = [str(python), str(ROOT / "sweeps" / "scale_vs_robustness.py"), *argv[1:]]
     else:
-        cmd = [str(python), "-m", "pytest", *argv[1:]]
+        args = argv[1:]
+        if "--fast" in args:  # everything but multi-process Ray, MLflow servers and two nodes
+            args = [a for a in args if a != "--fast"] + ["-m", "not heavy"]
+        cmd = [str(python), "-m", "pytest", *args]
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 

@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeps.config import load_config  # noqa: E402
-from sweeps.scale_vs_robustness import sweep_key  # noqa: E402
+from sweeps.config import load_config
+from sweeps.keys import sweep_key
 
 
 def run_sweep(config_path: Path, overrides: list[str]) -> float:
@@ -72,7 +72,9 @@ def main() -> None:
     print("\nstage 0's trainings (Ray tasks, beside each other and the first fine-tunes):")
     for path in sorted((workdir / "cache").glob("*.json")):
         figures = json.loads(path.read_text())
-        print(f"  {path.stem.split('-')[0]:<12} {figures.get('train_seconds', float('nan')):8.1f} s")
+        print(
+            f"  {path.stem.split('-')[0]:<12} {figures.get('train_seconds', float('nan')):8.1f} s"
+        )
     records = [json.loads(p.read_text()) for p in (workdir / "results").glob("*.json")]
     kinds = {"finetune": "train_seconds", "evaluation": "eval_seconds"}
     print(f"\n{'trials':<30} {'sum s':>8} {'mean s':>7} {'max s':>7} {'count':>5}")
@@ -81,7 +83,7 @@ def main() -> None:
         if values:
             print(f"  {kind:<28} {spread(values)}")
     evaluations = [r for r in records if r.get("kind") == "evaluation"]
-    for recipe in sorted({r["job"]["recipe"] for r in evaluations}):
+    for recipe in sorted({r["job"]["recipe"] for r in evaluations}):  # the store's JSON
         values = [r["metrics"]["eval_seconds"] for r in evaluations if r["job"]["recipe"] == recipe]
         print(f"    evaluation {recipe:<15} {spread(values)}")
 

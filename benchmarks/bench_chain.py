@@ -24,7 +24,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeps.config import load_config  # noqa: E402
+from sweeps.config import load_config
 
 
 def main() -> None:
@@ -35,9 +35,10 @@ def main() -> None:
     import ray
     import ray.tune
 
+    from sweeps.data import data_root
+    from sweeps.execution import Tally, make_progress_callback, run_trials, start_ray
     from sweeps.plan import finetune_jobs
-    from sweeps.scale_vs_robustness import Tally, make_progress_callback, run_trials, start_ray
-    from sweeps.stage0 import data_root, run_stage0
+    from sweeps.stage0 import run_stage0
     from sweeps.trials import finetune_trial
 
     workdir = args.workdir.resolve()
@@ -80,7 +81,7 @@ def main() -> None:
         run_trials(
             name,
             trainable,
-            {"job": ray.tune.grid_search(jobs)},
+            {"job": ray.tune.grid_search([job.to_dict() for job in jobs])},
             study.ray.finetune_trial_resources(),
             str(workdir / "ray"),
             make_progress_callback({"finetune": Tally(label, len(jobs), record)}),

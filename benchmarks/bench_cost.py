@@ -103,12 +103,13 @@ def one_at_a_time(prompts, lengths, embedder, generator, evaluator, recipe: str)
 
 def finetune_epoch(config, root: str, pairs: int) -> tuple[int, float, float]:
     """(pairs, set-up seconds, training seconds) of one epoch over a nested subset."""
+    from sweeps.data import load_split
     from sweeps.jobs import prepare_finetune
-    from sweeps.stage0 import load_split
+    from sweeps.records import FinetuneJob
 
     started = time.monotonic()
     total = load_split(config.data.kind, root, "train").num_pairs
-    job = {"fraction": min(1.0, pairs / total), "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    job = FinetuneJob("ft-bench", "finetune", min(1.0, pairs / total), 0, 1.0, 1.0, n_pairs=0)
     run = prepare_finetune(config, job, root)
     steps = math.ceil(len(run.pairs) / config.finetune.batch_size)
     run.config = dataclasses.replace(run.config, steps=steps, warmup_steps=min(10, steps))
@@ -151,7 +152,7 @@ def main() -> None:
         ],
     )
     from moclip.text_encoders import TextEmbedder, build_text_encoder
-    from sweeps.stage0 import data_root, load_split
+    from sweeps.data import data_root, load_split
 
     root = data_root(config)
     test = load_split(config.data.kind, root, "test")
@@ -182,7 +183,7 @@ def main() -> None:
 def batching(test, count: int, models: tuple, sample_batches: list[int]) -> None:
     """Batched at each generator `sample_batch` (motions per DDIM batch) against one prompt at
     a time."""
-    from sweeps.stage0 import evaluation_prompts
+    from sweeps.data import evaluation_prompts
 
     print(f"\n1. evaluation of {count} prompts", flush=True)
     prompts, lengths, _ = evaluation_prompts(test, count, seed=0)
@@ -220,7 +221,7 @@ def growth_with_pairs(config, root: str, targets: list[int]) -> None:
 
 
 def growth_with_prompts(test, targets: list[int], models: tuple) -> None:
-    from sweeps.stage0 import evaluation_prompts
+    from sweeps.data import evaluation_prompts
 
     print("\n3. evaluation against prompts", flush=True)
     print("| prompts | seconds | prompts/s |\n|---:|---:|---:|")

@@ -28,15 +28,30 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import GpuBusy  # noqa: E402
-from moclip.evaluation.evaluator import Evaluator, Vocabulary, save_evaluator  # noqa: E402
-from moclip.generation.diffusion import DiffusionGenerator, save_generator  # noqa: E402
-from moclip.metrics import gaussian_stats  # noqa: E402
-from moclip.skeletons import HUMANML3D  # noqa: E402
-from moclip.text_encoders import build_text_encoder  # noqa: E402
-from sweeps.config import load_config  # noqa: E402
+from common import GpuBusy
 
-WORDS = "a person walks runs jumps forward backward slowly then turns left right waves".split()
+from moclip.evaluation.evaluator import Evaluator, Vocabulary, save_evaluator
+from moclip.generation.diffusion import DiffusionGenerator, save_generator
+from moclip.metrics import gaussian_stats
+from moclip.skeletons import HUMANML3D
+from moclip.text_encoders import build_text_encoder
+from sweeps.config import load_config
+
+WORDS = [
+    "a",
+    "person",
+    "walks",
+    "runs",
+    "jumps",
+    "forward",
+    "backward",
+    "slowly",
+    "then",
+    "turns",
+    "left",
+    "right",
+    "waves",
+]
 
 
 def payload(config, prompts: int, folder: Path) -> dict:
@@ -87,7 +102,7 @@ def main() -> None:
 
     import ray
 
-    from sweeps.scale_vs_robustness import Tally, make_progress_callback, run_trials
+    from sweeps.execution import Tally, make_progress_callback, run_trials
     from sweeps.trials import evaluation_trial
 
     gpu = torch.cuda.is_available()
@@ -100,14 +115,10 @@ def main() -> None:
             *args.overrides,
         ],
     )
+    from sweeps.records import EvaluationJob
+
     jobs = [
-        {
-            "key": f"pack-{i}",
-            "name": f"trial {i}",
-            "checkpoint": None,
-            "recipe": "none",
-            "budget": 0,
-        }
+        EvaluationJob(f"pack-{i}", f"trial {i}", "base", 0.0, None, None, None, 0, "none", 0)
         for i in range(args.trials)
     ]
     slots = max(int(round(1 / f)) for f in args.fractions)
@@ -139,7 +150,7 @@ def main() -> None:
             run_trials(
                 f"pack-{fraction:g}",
                 ray.tune.with_parameters(evaluation_trial, payload=data),
-                {"job": ray.tune.grid_search(jobs)},
+                {"job": ray.tune.grid_search([job.to_dict() for job in jobs])},
                 resources,
                 str(Path(folder) / "ray"),
                 make_progress_callback({"evaluation": Tally(stage, len(jobs), record)}),

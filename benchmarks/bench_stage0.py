@@ -33,7 +33,7 @@ from sweeps.config import load_config
 
 def placed_run(task, config, root: str, fingerprints: dict) -> dict:
     """Run one stage-0 task in this Ray worker; where it computed and what it cost."""
-    from sweeps.stage0 import assigned_device
+    from sweeps.data import assigned_device
 
     device = assigned_device()
     _, figures = task(config, root, fingerprints)
@@ -58,7 +58,8 @@ def main() -> None:
 
     import ray
 
-    from sweeps.stage0 import data_root, load_splits, train_evaluator_task, train_generator_task
+    from sweeps.data import data_root, load_splits
+    from sweeps.stage0 import train_evaluator_task, train_generator_task
 
     gpu = torch.cuda.is_available()
     steps = {"false": args.cpu_steps, "true": args.steps}

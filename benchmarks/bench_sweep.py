@@ -68,8 +68,9 @@ def listed(values: list) -> str:
 
 def cold_stage0(config) -> tuple[float, object]:
     """Seconds to build the corpus, the prompt sets, the evaluator and the generator."""
-    from sweeps.scale_vs_robustness import start_ray
-    from sweeps.stage0 import data_root, run_stage0
+    from sweeps.data import data_root
+    from sweeps.execution import start_ray
+    from sweeps.stage0 import run_stage0
 
     started = time.monotonic()
     data_root(config)
@@ -79,7 +80,7 @@ def cold_stage0(config) -> tuple[float, object]:
     return time.monotonic() - started, stage0
 
 
-def direct_trial(config, root: str, job: dict, conditions, scorer, folder: Path) -> float:
+def direct_trial(config, root: str, job, conditions, scorer, folder: Path) -> float:
     """Fine-tune, score retrieval, save and reload the checkpoint, then generate and score
     under every condition: what one fine-tune trial and its evaluation trials do, without Ray."""
     from moclip.model import load_checkpoint, save_checkpoint
@@ -91,7 +92,7 @@ def direct_trial(config, root: str, job: dict, conditions, scorer, folder: Path)
     run = prepare_finetune(config, job, root)
     run.fit(cpu)
     run.test_scores(run.model, cpu)
-    path = folder / f"{job['key']}.pt"
+    path = folder / f"{job.key}.pt"
     save_checkpoint(path, run.model, run.meta(run.config.steps))
     model, tokenizer, _, _ = load_checkpoint(path, cpu)
     embedder = TextEmbedder(model.text, tokenizer)
@@ -100,7 +101,7 @@ def direct_trial(config, root: str, job: dict, conditions, scorer, folder: Path)
     return time.monotonic() - started
 
 
-def loop_share(config, root: str, payload: dict, jobs: list[dict], folder: Path) -> list[float]:
+def loop_share(config, root: str, payload: dict, jobs: list, folder: Path) -> list[float]:
     """One process's share of the plain loop: its jobs one after another on 1 torch thread."""
     from sweeps.jobs import Scorer
     from sweeps.plan import conditions
@@ -140,7 +141,7 @@ def sequential(config, stage0, threads: int, folder: Path) -> list[float]:
     seconds = []
     for job in finetune_jobs(config, stage0):
         seconds.append(direct_trial(config, stage0.root, job, conditions(config), scorer, folder))
-        print(f"  loop ({threads} thread(s)) {job['name']}: {seconds[-1]:.1f} s", flush=True)
+        print(f"  loop ({threads} thread(s)) {job.name}: {seconds[-1]:.1f} s", flush=True)
     return seconds
 
 

@@ -15,6 +15,7 @@ import argparse
 import html
 import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -28,7 +29,13 @@ import numpy as np
 
 from dashboards.plots import curves, delta_heatmaps, power_law_figure
 from dashboards.power_law import PowerLawFit, fit_power_law
-from sweeps.results import format_table, robustness_gaps, row_headline, summary_rows
+from dashboards.tables import (
+    Evaluation,
+    format_table,
+    robustness_gaps,
+    row_headline,
+    summary_rows,
+)
 
 ARTIFACT_FOLDER = "report"
 FIGURES = {
@@ -56,9 +63,9 @@ def _value(text, kind=float):
     return kind(float(text))
 
 
-def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[dict]:
-    """Evaluation runs of `mlflow.search_runs` as the sweep's trial records
-    ({'key', 'job', 'metrics'}), optionally only those whose trial key is in `trial_keys`."""
+def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[Evaluation]:
+    """Evaluation runs of `mlflow.search_runs` as the tables' evaluations, optionally only
+    those whose trial key is in `trial_keys`."""
     records = []
     metric_columns = [c for c in frame.columns if c.startswith("metrics.")]
     for _, run in frame.iterrows():
@@ -72,41 +79,44 @@ def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[dict]:
         }
         if "fid" not in metrics:
             continue
-        job = {
-            "fraction": _value(run.get("params.fraction")) or 0.0,
-            "n_pairs": _value(run.get("params.n_pairs"), int) or 0,
-            "w_distill": _value(run.get("params.w_distill")),
-            "seed": _value(run.get("params.seed"), int),
-            "recipe": run.get("params.recipe"),
-            "budget": _value(run.get("params.budget"), int) or 0,
-            "encoder_key": run.get("params.encoder_key"),
-        }
-        records.append({"key": key, "run_id": run["run_id"], "job": job, "metrics": metrics})
+        records.append(
+            Evaluation(
+                key=key,
+                encoder_key=run.get("params.encoder_key"),
+                fraction=_value(run.get("params.fraction")) or 0.0,
+                w_distill=_value(run.get("params.w_distill")),
+                seed=_value(run.get("params.seed"), int),
+                recipe=run.get("params.recipe"),
+                budget=_value(run.get("params.budget"), int) or 0,
+                n_pairs=_value(run.get("params.n_pairs"), int) or 0,
+                metrics=metrics,
+                run_id=run["run_id"],
+            )
+        )
     return records
 
 
 def seed_points(
-    records: list[dict], gaps: dict[str, tuple[float, float]]
+    records: list[Evaluation], gaps: dict[str, tuple[float, float]]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per attacked condition (and w_distill, when there are several): the per-seed (N, ΔFID)
     of the fine-tuned encoders, what the power law is fitted to."""
-    weights = {r["job"]["w_distill"] for r in records if r["job"]["fraction"] > 0}
+    weights = {r.w_distill for r in records if r.fraction > 0}
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for record in records:
-        job = record["job"]
-        if job["recipe"] == "none" or job["fraction"] <= 0 or record["key"] not in gaps:
+    for r in records:
+        if r.recipe == "none" or r.fraction <= 0 or r.key not in gaps:
             continue
-        label = f"{job['recipe']} b{job['budget']}"
+        label = f"{r.recipe} b{r.budget}"
         if len(weights) > 1:
-            label += f" wd{job['w_distill']:g}"
-        points[label].append((job["n_pairs"], gaps[record["key"]][0]))
+            label += f" wd{r.w_distill:g}"
+        points[label].append((r.n_pairs, gaps[r.key][0]))
     return {
         k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()
     }
 
 
 def _fit_row(condition: str, fit: PowerLawFit | None, n: np.ndarray) -> dict:
-    row = {"condition": condition, "points": int(len(n)), "set_sizes": int(len(np.unique(n)))}
+    row = {"condition": condition, "points": len(n), "set_sizes": len(np.unique(n))}
     if fit is not None:
         row.update(a=fit.a, b=fit.b, b_ci95=fit.b_ci95, c=fit.c, rmse=fit.rmse)
     return row
@@ -171,7 +181,7 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def write_report(records: list[dict], out: Path, title: str) -> list[Path]:
+def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]:
     """Figures, fits.json, rows.json, summary.md and summary.html for `records` in `out`."""
     if not records:
         raise ReportError(f"{title}: no evaluation runs with an FID to report on")
@@ -189,7 +199,7 @@ def write_report(records: list[dict], out: Path, title: str) -> list[Path]:
     (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
 
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    seeds = len({r["job"]["seed"] for r in records if r["job"]["seed"] is not None})
+    seeds = len({r.seed for r in records if r.seed is not None})
     intro = (
         f"{len(records)} evaluation runs, {seeds} fine-tuning seed(s); means over seeds with "
         "95 % intervals (1.96·std/√n; with one seed, the interval over generation repeats). "
@@ -282,9 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", help="log the report to this run (default: the latest sweep)")
     parser.add_argument("--no-log", action="store_true", help="only write the folder")
     args = parser.parse_args(argv)
-    from sweeps.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri, None, Path("moclip_runs"))
+    local = f"sqlite:///{Path('moclip_runs', 'mlflow.db').resolve()}"  # the sweep's default
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local
     out = args.out or Path(f"report-{args.experiment}")
     try:
         parent = None if args.no_log else (args.parent or latest_sweep_run(uri, args.experiment))

@@ -4,6 +4,8 @@
         [--steps 1000] [--w-distill 1.0] [--seed 0]
 
 Under torchrun (several processes) it trains with DDP; only rank 0 writes and prints.
+`build_finetune` assembles a fine-tune from its configs and data: this command and the sweep's
+trials (sweeps/jobs.py) both use it.
 """
 
 from __future__ import annotations
@@ -13,19 +15,122 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from moclip.data.dataset import DatasetError, load_dataset
+from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.data.subsets import nested_subset
-from moclip.model import CheckpointMeta, build_moclip, save_checkpoint
+from moclip.model import CheckpointMeta, MoCLIP, build_moclip, save_checkpoint
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.pairs import PairSet
 from moclip.retrieval import evaluate_retrieval
-from moclip.text_encoders import TeacherCache, TextEncoderSpec, frozen_copy
-from moclip.training import FinetuneConfig, fit
+from moclip.text_encoders import TeacherCache, TextEncoderSpec, Tokenizer, frozen_copy
+from moclip.training import FinetuneConfig, fit, make_optimizer
+
+
+@dataclass
+class Finetune:
+    """One fine-tune's data, model, frozen teacher and optimiser (see `build_finetune`)."""
+
+    spec: TextEncoderSpec
+    motion_config: MotionEncoderConfig
+    config: FinetuneConfig
+    train: MotionDataset  # the whole training split: its mean and std normalise the motions
+    subset: MotionDataset  # the nested subset trained on
+    subset_fingerprint: str  # hashed once: every checkpoint records it
+    pairs: PairSet
+    model: MoCLIP
+    tokenizer: Tokenizer
+    teacher: TeacherCache
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def meta(self, step: int) -> CheckpointMeta:
+        """The checkpoint metadata at `step`."""
+        return CheckpointMeta(
+            step=step,
+            text_spec=self.spec,
+            motion_config=self.motion_config,
+            skeleton=self.train.skeleton.name,
+            train_config=self.config.to_dict(),
+            data_fingerprint=self.subset_fingerprint,
+            mean=self.train.mean,
+            std=self.train.std,
+        )
+
+    def fit(self, device, model: torch.nn.Module | None = None, **options) -> list[dict]:
+        """`moclip.training.fit` on these pieces; `model` is the model as wrapped for training
+        (DDP, Ray Train), by default the plain one."""
+        return fit(
+            self.model if model is None else model,
+            self.pairs,
+            self.tokenizer,
+            self.teacher,
+            self.config,
+            device,
+            self.optimizer,
+            self.scheduler,
+            **options,
+        )
+
+    def restore(self, path: Path) -> int:
+        """Load a checkpoint written with its optimiser; the step to go on from."""
+        from moclip.model import CHECKPOINT_FORMAT
+        from moclip.storage import load_state
+
+        state = load_state(path, "MoCLIP checkpoint", CHECKPOINT_FORMAT, "")
+        self.model.load_state_dict(state["model"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        return state["step"]
+
+    def retrieval_scores(
+        self, test: MotionDataset, device, model: torch.nn.Module | None = None
+    ) -> dict[str, float]:
+        """Retrieval on `test` (batch-32 R-precision, R@k, teacher drift), seeded by the
+        fine-tune's seed."""
+        return evaluate_retrieval(
+            self.model if model is None else model,
+            self.tokenizer,
+            self.teacher,
+            test,
+            self.train.mean,
+            self.train.std,
+            seed=self.config.seed,
+            device=device,
+        )
+
+
+def build_finetune(
+    spec: TextEncoderSpec,
+    motion_config: MotionEncoderConfig,
+    config: FinetuneConfig,
+    train: MotionDataset,
+    fraction: float,
+) -> Finetune:
+    """A fine-tune on the nested `fraction` of `train` (the subset, the motion head's
+    initialisation and the batches all seeded by `config.seed`), on the CPU."""
+    subset = train.subset(nested_subset(train.motion_ids, fraction, config.seed))
+    model, tokenizer = build_moclip(spec, train.skeleton, motion_config, seed=config.seed)
+    optimizer, scheduler = make_optimizer(model, config)
+    return Finetune(
+        spec=spec,
+        motion_config=motion_config,
+        config=config,
+        train=train,
+        subset=subset,
+        subset_fingerprint=subset.fingerprint(),
+        pairs=PairSet(subset, train.mean, train.std),
+        model=model,
+        tokenizer=tokenizer,
+        teacher=TeacherCache(frozen_copy(model.text), tokenizer),
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         test = load_dataset(args.data, "test")
     except (ValueError, DatasetError) as err:
         parser.error(str(err))
-    subset = train.subset(nested_subset(train.motion_ids, args.fraction, args.seed))
-    pairs = PairSet(subset, train.mean, train.std)
-    model, tokenizer = build_moclip(spec, train.skeleton, motion_config, seed=args.seed)
-    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    run = build_finetune(spec, motion_config, config, train, args.fraction)
+    model, pairs = run.model, run.pairs
     if rank == 0:
         print(
-            f"[finetune] {len(subset.motion_ids)} motions, {len(pairs)} pairs "
+            f"[finetune] {len(run.subset.motion_ids)} motions, {len(pairs)} pairs "
             f"(fraction {args.fraction}); encoder {spec.kind} width {model.text.width}; "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
             flush=True,
@@ -98,23 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    fit(model, pairs, tokenizer, teacher, config, device, on_step=report)
+    run.fit(device, on_step=report)
     if rank == 0:
         model.to(device)
-        scores = evaluate_retrieval(
-            model, tokenizer, teacher, test, train.mean, train.std, seed=args.seed, device=device
-        )
-        meta = CheckpointMeta(
-            step=config.steps,
-            text_spec=spec,
-            motion_config=motion_config,
-            skeleton=train.skeleton.name,
-            train_config=config.to_dict(),
-            data_fingerprint=subset.fingerprint(),
-            mean=train.mean,
-            std=train.std,
-        )
-        save_checkpoint(args.out, model, meta)
+        scores = run.retrieval_scores(test, device)
+        save_checkpoint(args.out, model, run.meta(config.steps))
         result = {
             "fraction": args.fraction,
             "pairs": len(pairs),

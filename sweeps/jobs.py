@@ -1,5 +1,6 @@
-"""What one fine-tune and one evaluation compute, without Ray: the pieces of a fine-tune job
-(`prepare_finetune`) and the scorer of evaluation trials (`Scorer`). `sweeps/trials.py` wraps
+"""What one fine-tune and one evaluation compute, without Ray: a fine-tune job's pieces
+(`prepare_finetune`, on `moclip.finetune.build_finetune`) and the scorer of evaluation trials
+(`Scorer`). `sweeps/trials.py` wraps
 them in Ray Train and Ray Tune; benchmarks call them directly to measure what Ray adds.
 """
 
@@ -16,8 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from moclip.finetune import Finetune, build_finetune
 from sweeps.config import StudyConfig, config_from_dict
+from sweeps.data import node_split
 from sweeps.plan import finetune_config
+from sweeps.records import FinetuneJob, SearchJob
 
 if TYPE_CHECKING:
     from moclip.generation.diffusion import DiffusionConfig
@@ -172,122 +176,34 @@ class Scorer:
 
 
 @dataclasses.dataclass
-class FinetuneRun:
-    """One fine-tune job's data, model, teacher and optimiser, built from the study config."""
+class FinetuneRun(Finetune):
+    """A fine-tune job as a trial runs it: `moclip.finetune.Finetune` built from the study
+    config on this node's copy of the data, which the test scores read too."""
 
     study: StudyConfig
-    job: dict
+    job: FinetuneJob | SearchJob
     root: str
     fingerprints: dict[str, str]  # the driver's, by split: what this node's copy must match
-    train: object  # MotionDataset
-    subset: object  # MotionDataset: the job's nested subset of train
-    subset_fingerprint: str  # hashed once: every checkpoint records it
-    pairs: object  # PairSet
-    config: object  # moclip.training.FinetuneConfig
-    model: torch.nn.Module
-    tokenizer: object
-    teacher: object  # TeacherCache
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-
-    def meta(self, step: int):
-        """The checkpoint metadata at `step`."""
-        from moclip.model import CheckpointMeta
-
-        return CheckpointMeta(
-            step=step,
-            text_spec=self.study.encoder,
-            motion_config=self.study.motion_encoder,
-            skeleton=self.train.skeleton.name,
-            train_config=self.config.to_dict(),
-            data_fingerprint=self.subset_fingerprint,
-            mean=self.train.mean,
-            std=self.train.std,
-        )
-
-    def fit(self, device, model: torch.nn.Module | None = None, **options) -> list[dict]:
-        """`moclip.training.fit` on this run's pieces; `model` is the run's model as wrapped
-        for training (e.g. by Ray Train), by default the plain one."""
-        from moclip.training import fit
-
-        model = self.model if model is None else model
-        return fit(
-            model,
-            self.pairs,
-            self.tokenizer,
-            self.teacher,
-            self.config,
-            device,
-            self.optimizer,
-            self.scheduler,
-            **options,
-        )
-
-    def restore(self, path: Path) -> int:
-        """Load a checkpoint written with its optimiser; the step to go on from."""
-        from moclip.model import CHECKPOINT_FORMAT
-        from moclip.storage import load_state
-
-        state = load_state(path, "MoCLIP checkpoint", CHECKPOINT_FORMAT, "")
-        self.model.load_state_dict(state["model"])
-        if state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        return state["step"]
 
     def test_scores(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Retrieval on the test split (batch-32 R-precision, R@k, teacher drift)."""
-        from moclip.retrieval import evaluate_retrieval
-        from sweeps.stage0 import node_split
-
         test = node_split(self.study, self.root, "test", self.fingerprints.get("test"))
-        scores = evaluate_retrieval(
-            model,
-            self.tokenizer,
-            self.teacher,
-            test,
-            self.train.mean,
-            self.train.std,
-            seed=self.job["seed"],
-            device=device,
-        )
+        scores = self.retrieval_scores(test, device, model)
         return {k: v for k, v in scores.items() if not k.startswith("num_")}
 
 
 def prepare_finetune(
-    study: StudyConfig, job: dict, root: str, fingerprints: dict[str, str] | None = None
+    study: StudyConfig,
+    job: FinetuneJob | SearchJob,
+    root: str,
+    fingerprints: dict[str, str] | None = None,
 ) -> FinetuneRun:
     """Everything a fine-tune of `job` (fraction, seed, loss weights) needs, on the CPU, from
     the data at `root` on this node (checked against the driver's `fingerprints` by split)."""
-    from moclip.data.subsets import nested_subset
-    from moclip.model import build_moclip
-    from moclip.pairs import PairSet
-    from moclip.text_encoders import TeacherCache, frozen_copy
-    from moclip.training import make_optimizer
-    from sweeps.stage0 import node_split
-
     fingerprints = fingerprints or {}
     train = node_split(study, root, "train", fingerprints.get("train"))
-    subset = train.subset(nested_subset(train.motion_ids, job["fraction"], job["seed"]))
-    config = finetune_config(study, job)
-    model, tokenizer = build_moclip(
-        study.encoder, train.skeleton, study.motion_encoder, seed=job["seed"]
+    finetune = build_finetune(
+        study.encoder, study.motion_encoder, finetune_config(study, job), train, job.fraction
     )
-    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
-    optimizer, scheduler = make_optimizer(model, config)
-    return FinetuneRun(
-        study=study,
-        job=job,
-        root=root,
-        fingerprints=fingerprints,
-        train=train,
-        subset=subset,
-        subset_fingerprint=subset.fingerprint(),
-        pairs=PairSet(subset, train.mean, train.std),
-        config=config,
-        model=model,
-        tokenizer=tokenizer,
-        teacher=teacher,
-        optimizer=optimizer,
-        scheduler=scheduler,
-    )
+    pieces = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(Finetune)}
+    return FinetuneRun(**pieces, study=study, job=job, root=root, fingerprints=fingerprints)

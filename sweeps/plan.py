@@ -1,24 +1,31 @@
-"""The sweep's trials as plain dicts, each with a key: a hash of everything that determines its
-result, so a finished trial is recognised again by any later sweep."""
+"""The sweep's trials, without Ray: typed jobs (`sweeps.records`), each with a key, a hash of
+everything that determines its result, so a finished trial is recognised again by any later
+sweep."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict
 from itertools import product
+from typing import TYPE_CHECKING
 
 from sweeps.config import StudyConfig
-from sweeps.stage0 import Stage0, digest
+from sweeps.keys import digest
+from sweeps.records import EvaluationJob, FinetuneJob, SearchJob
+
+if TYPE_CHECKING:
+    from moclip.training import FinetuneConfig
+    from sweeps.stage0 import Stage0
 
 SEARCHED = ("w_distill", "lr_text", "lr_motion")  # what Optuna mode samples per trial
 
 
-def finetune_config(study: StudyConfig, job: dict):
+def finetune_config(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
     """The study's fine-tuning settings with this trial's seed, loss weights and rates."""
     overrides = {
-        name: job[name]
+        name: getattr(job, name)
         for name in ("seed", "w_contrastive", *SEARCHED)
-        if job.get(name) is not None
+        if getattr(job, name) is not None
     }
     return dataclasses.replace(study.finetune, **overrides)
 
@@ -32,18 +39,24 @@ def finetune_job(
     w_distill: float,
     lr_text: float | None = None,
     lr_motion: float | None = None,
-) -> dict:
+) -> FinetuneJob:
     """One fine-tune; its key hashes the data, the models and the effective fine-tuning
     settings, so a grid point and an Optuna sample with the same values share it."""
-    params = {
-        "fraction": fraction,
-        "w_contrastive": w_contrastive,
-        "w_distill": w_distill,
-        "seed": seed,
-        "lr_text": lr_text,
-        "lr_motion": lr_motion,
-    }
-    effective = finetune_config(config, params)
+    motions, pairs = stage0.subset_sizes[(fraction, seed)]
+    tuned = "" if lr_text is None else " tuned"
+    job = FinetuneJob(
+        key="",
+        name=f"finetune f{fraction:g} wd{w_distill:.3g}{tuned} s{seed}",
+        fraction=fraction,
+        seed=seed,
+        w_contrastive=w_contrastive,
+        w_distill=w_distill,
+        n_pairs=pairs,
+        n_motions=motions,
+        lr_text=lr_text,
+        lr_motion=lr_motion,
+    )
+    effective = finetune_config(config, job)
     key = "ft-" + digest(
         [
             stage0.train_fingerprint,
@@ -53,15 +66,12 @@ def finetune_job(
             fraction,
         ]
     )
-    motions, pairs = stage0.subset_sizes[(fraction, seed)]
-    tuned = "" if lr_text is None else " tuned"
-    name = f"finetune f{fraction:g} wd{w_distill:.3g}{tuned} s{seed}"
-    return {"key": key, "name": name, "n_pairs": pairs, "n_motions": motions, **params}
+    return dataclasses.replace(job, key=key)
 
 
 def finetune_jobs(
     config: StudyConfig, stage0: Stage0, tuned: dict[float, dict] | None = None
-) -> list[dict]:
+) -> list[FinetuneJob]:
     """One fine-tune per fraction x w_contrastive x w_distill x seed, or, with `tuned`
     (fraction -> the values Optuna found), one per fraction x seed with those values."""
     grid = config.grid
@@ -79,20 +89,32 @@ def finetune_jobs(
     ]
 
 
-def baseline_encoder(config: StudyConfig) -> dict:
-    """The fraction-0 row: the original encoder, not fine-tuned."""
-    return {
-        "key": "base-" + digest(config.encoder.to_dict()),
-        "name": "original encoder",
-        "fraction": 0.0,
-        "w_contrastive": None,
-        "w_distill": None,
-        "lr_text": None,
-        "lr_motion": None,
-        "seed": None,
-        "n_pairs": 0,
-        "checkpoint": None,
-    }
+def baseline_encoder(config: StudyConfig) -> FinetuneJob:
+    """The fraction-0 row: the original encoder, not fine-tuned (a job that trains nothing)."""
+    return FinetuneJob(
+        key="base-" + digest(config.encoder.to_dict()),
+        name="original encoder",
+        fraction=0.0,
+        seed=None,
+        w_contrastive=None,
+        w_distill=None,
+        n_pairs=0,
+    )
+
+
+def search_job(config: StudyConfig, stage0: Stage0, fraction: float) -> SearchJob:
+    """The Optuna search of one fraction, on the first seed and w_contrastive."""
+    seed = config.grid.seeds[0]
+    motions, pairs = stage0.subset_sizes[(fraction, seed)]
+    return SearchJob(
+        group="so-" + search_group(config, stage0, fraction),
+        name=f"search f{fraction:g}",
+        fraction=fraction,
+        seed=seed,
+        w_contrastive=config.grid.w_contrastive[0],
+        n_pairs=pairs,
+        n_motions=motions,
+    )
 
 
 def conditions(config: StudyConfig) -> list[tuple[str, int]]:
@@ -142,27 +164,29 @@ def search_group(config: StudyConfig, stage0: Stage0, fraction: float) -> str:
     )
 
 
-def evaluation_jobs(config: StudyConfig, stage0: Stage0, encoders: list[dict]) -> list[dict]:
-    """One evaluation per encoder x condition."""
+def evaluation_jobs(
+    config: StudyConfig, stage0: Stage0, encoders: list[FinetuneJob]
+) -> list[EvaluationJob]:
+    """One evaluation per encoder x condition (an evaluation's key does not depend on its
+    encoder's checkpoint: the jobs are known before the fine-tunes run)."""
     shared = scoring_key(config, stage0)
     jobs = []
     for encoder, (recipe, budget) in product(encoders, conditions(config)):
         label = "clean" if recipe == "none" else f"{recipe} b{budget}"
         jobs.append(
-            {
-                "key": "ev-" + digest([shared, encoder["key"], recipe, budget]),
-                "name": f"eval {encoder['name']} | {label}",
-                "encoder_key": encoder["key"],
-                "checkpoint": encoder["checkpoint"],
-                "fraction": encoder["fraction"],
-                "w_contrastive": encoder["w_contrastive"],
-                "w_distill": encoder["w_distill"],
-                "lr_text": encoder.get("lr_text"),
-                "lr_motion": encoder.get("lr_motion"),
-                "seed": encoder["seed"],
-                "n_pairs": encoder["n_pairs"],
-                "recipe": recipe,
-                "budget": budget,
-            }
+            EvaluationJob(
+                key="ev-" + digest([shared, encoder.key, recipe, budget]),
+                name=f"eval {encoder.name} | {label}",
+                encoder_key=encoder.key,
+                fraction=encoder.fraction,
+                seed=encoder.seed,
+                w_contrastive=encoder.w_contrastive,
+                w_distill=encoder.w_distill,
+                n_pairs=encoder.n_pairs,
+                recipe=recipe,
+                budget=budget,
+                lr_text=encoder.lr_text,
+                lr_motion=encoder.lr_motion,
+            )
         )
     return jobs

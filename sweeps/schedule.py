@@ -9,9 +9,12 @@ running alone at the end), then with each encoder's evaluations once they can ru
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from ray.tune.search import Searcher
+
+from sweeps.records import EvaluationJob, FinetuneJob
 
 
 class FinetunesThenEvaluations(Searcher):
@@ -23,20 +26,20 @@ class FinetunesThenEvaluations(Searcher):
     `finetunes`' unfinished runs, with `encoder(key)` (its checkpoint and drift, or None when
     its fine-tune failed: its evaluations are then dropped and counted in `dropped`). With no
     trial left to run meanwhile it blocks in `wait_for_models()`. A suggested config is
-    {"kind": "finetune" | "evaluation", "job": job}."""
+    {"kind": "finetune" | "evaluation", "job": the job as a dict}."""
 
     def __init__(
         self,
-        finetunes: list[dict],
-        evaluations: dict[str, list[dict]],
+        finetunes: list[FinetuneJob],
+        evaluations: dict[str, list[EvaluationJob]],
         encoder: Callable[[str], dict | None],
         models_ready: Callable[[], bool],
         wait_for_models: Callable[[], None],
         max_finetunes: int,
     ) -> None:
         super().__init__()
-        self.queue = [{"kind": "finetune", "job": job} for job in finetunes]
-        self.training = {job["key"] for job in finetunes}  # fine-tunes not yet ended
+        self.queue: list[FinetuneJob | EvaluationJob] = list(finetunes)
+        self.training = {job.key for job in finetunes}  # fine-tunes not yet ended
         self.waiting = {key: list(jobs) for key, jobs in evaluations.items() if jobs}
         self.encoder = encoder
         self.models_ready = models_ready
@@ -54,7 +57,8 @@ class FinetunesThenEvaluations(Searcher):
         finetunes = sum(config["kind"] == "finetune" for config in self.trials.values())
         if finetunes >= self.max_finetunes:
             return None
-        self.trials[trial_id] = self.queue.pop(0)
+        job = self.queue.pop(0)
+        self.trials[trial_id] = {"kind": job.kind, "job": job.to_dict()}
         return self.trials[trial_id]
 
     def release(self) -> None:
@@ -71,9 +75,9 @@ class FinetunesThenEvaluations(Searcher):
             jobs = self.waiting.pop(key)
             encoder = self.encoder(key)
             if encoder is None:
-                self.dropped += [job["name"] for job in jobs]
+                self.dropped += [job.name for job in jobs]
                 continue
-            self.queue += [{"kind": "evaluation", "job": {**job, **encoder}} for job in jobs]
+            self.queue += [dataclasses.replace(job, **encoder) for job in jobs]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         config = self.trials.pop(trial_id, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sweeps.config import StudyConfig
 from sweeps.plan import SEARCHED
+from sweeps.records import TrialRecord
 
 OBJECTIVE = "objective"  # the metric name the fine-tuning workers report in Optuna mode
 PROGRESS = "step"  # ASHA's clock: fine-tuning steps done
@@ -33,19 +34,19 @@ def sampled_names(config: StudyConfig) -> list[str]:
     return [name for name in SEARCHED if len(set(getattr(config.search, name))) == 2]
 
 
-def make_searcher(config: StudyConfig, finished: list[dict]):
+def make_searcher(config: StudyConfig, finished: list[TrialRecord]):
     """OptunaSearch (TPE, seeded by search.seed), told the (params, objective) of `finished`
     trials so that a repeated or resumed search does not run them again."""
     from ray.tune.search.optuna import OptunaSearch
 
     names = sampled_names(config)
-    points = [{name: record["params"][name] for name in names} for record in finished]
+    points = [{name: record.params[name] for name in names} for record in finished]
     return OptunaSearch(
         metric=OBJECTIVE,
         mode=config.search.direction,
         seed=config.search.seed,
         points_to_evaluate=points or None,
-        evaluated_rewards=[record["objective"] for record in finished] or None,
+        evaluated_rewards=[record.objective for record in finished] or None,
     )
 
 
@@ -82,10 +83,10 @@ def make_scheduler(config: StudyConfig):
     )
 
 
-def best_record(records: list[dict], direction: str) -> dict | None:
+def best_record(records: list[TrialRecord], direction: str) -> TrialRecord | None:
     """The fully trained trial with the best objective (ties: the earliest)."""
-    complete = [r for r in records if r["complete"]]
+    complete = [r for r in records if r.complete]
     if not complete:
         return None
     sign = 1.0 if direction == "min" else -1.0
-    return min(complete, key=lambda r: sign * r["objective"])
+    return min(complete, key=lambda r: sign * r.objective)

@@ -8,27 +8,31 @@ cluster the driver's workdir is the one place the files live.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import ray
 
 from moclip.attacks.perturb import Budget, PerturbedPrompt, perturb, set_key
-from moclip.data.action3d import load_action3d
-from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
-from moclip.data.synthetic import build_corpus
-from sweeps.config import DataConfig, StudyConfig
+from moclip.data.dataset import DatasetError
+from sweeps.config import StudyConfig
+from sweeps.data import (
+    R_PRECISION_BATCH,
+    assigned_device,
+    data_root,
+    evaluation_prompts,
+    load_splits,
+    node_split,
+    repair_summary,
+    uses_recognizer,
+)
+from sweeps.keys import digest, model_keys
+from sweeps.log import stage_log
 
-if TYPE_CHECKING:
-    import torch
-
-R_PRECISION_BATCH = 32
+log = stage_log("stage 0")
 STATUS_EVERY_S = 30.0  # a progress line while the evaluator and generator train
 
 
@@ -36,163 +40,11 @@ class ModelTrainingError(RuntimeError):
     """Stage 0's evaluator or generator training failed (a Ray task, maybe on another node)."""
 
 
-def digest(value) -> str:
-    """A short, stable hash of any JSON-able value (dict keys sorted)."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def repair_summary(repairs: dict) -> str:
-    """One line of a loader's repairs (`MotionDataset.repairs`): counts and ids by reason."""
-    parts = [
-        f"{name} {len(ids)} ({', '.join(f'{i}: {n} frames' for i, n in ids.items())})"
-        for name, ids in (("trimmed", repairs["trimmed"]), ("filled", repairs["filled"]))
-        if ids
-    ]
-    parts += [
-        f"dropped {len(ids)} as {reason} ({', '.join(ids)})"
-        for reason, ids in repairs["dropped"].items()
-    ]
-    return "; ".join(parts) or "none needed"
-
-
-def corpus_folder(workdir: Path, data: DataConfig) -> Path:
-    """The synthetic corpus for (num_motions, seed), built once and reused."""
-    root = (
-        Path(data.root)
-        if data.root
-        else workdir / "data" / (f"synthetic-n{data.num_motions}-s{data.seed}")
-    )
-    if (root / "corpus.json").is_file():
-        print(f"[stage 0] reusing corpus {root}", flush=True)
-        return root
-    print(f"[stage 0] building {data.num_motions} synthetic motions in {root}", flush=True)
-    build_corpus_once(root, data)
-    return root
-
-
-def build_corpus_once(root: Path, data: DataConfig, workers: int | None = None) -> bool:
-    """Build the synthetic corpus at `root` unless it is there, one process at a time (a
-    node's trials may all ask at once); whether this call built it. `corpus.json` is written
-    last, so a folder that has it is whole."""
-    from filelock import FileLock
-
-    if (root / "corpus.json").is_file():
-        return False
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{root}.lock"):
-        if (root / "corpus.json").is_file():
-            return False
-        build_corpus(root, data.num_motions, data.seed, workers=workers)
-    return True
-
-
-def data_root(config: StudyConfig) -> str:
-    """The folder the loaders read (built first for the synthetic corpus)."""
-    if config.data.kind == "synthetic":
-        return str(corpus_folder(Path(config.workdir), config.data).resolve())
-    # absolute: Ray's trials run in folders of their own
-    return str(Path(config.data.root).expanduser().resolve())
-
-
-def load_split(kind: str, root: str, split: str) -> MotionDataset:
-    """One split of the configured data set; Action3D has no validation split."""
-    if kind == "action3d":
-        return load_action3d(root, split)
-    return load_dataset(root, split)
-
-
-def node_split(
-    config: StudyConfig, root: str, split: str, fingerprint: str | None = None
-) -> MotionDataset:
-    """One split as the node this runs on has it, for the code that runs in Ray's workers.
-
-    A cluster's worker node does not see the driver's workdir: a synthetic corpus missing here
-    is built again at the same path, byte for byte (motion i depends only on the seed and i);
-    any other data set must be at `root` on every node. With the driver's `fingerprint` of the
-    split, a node's copy that differs (a stale sync) is an error, not a silently other study."""
-    node = socket.gethostname()
-    if config.data.kind == "synthetic":
-        try:
-            # one process, no pool: the task or trial holds only the CPUs Ray gave it
-            if build_corpus_once(Path(root), config.data, workers=1):
-                print(f"[data] built the synthetic corpus {root} on node {node}", flush=True)
-        except OSError as err:
-            raise DatasetError(
-                f"{root}: cannot build the synthetic corpus on node {node} ({err}); set "
-                f"data.root to a folder every node can write"
-            ) from None
-    elif not Path(root).is_dir():
-        raise DatasetError(
-            f"{root}: no such data folder on node {node}; every node reads data.root at this "
-            f"path (ray_cluster.yaml's file_mounts copy it to every node)"
-        )
-    part = load_split(config.data.kind, root, split)
-    found = part.fingerprint() if fingerprint else None
-    if found and found != fingerprint:
-        raise DatasetError(
-            f"{root}: the {split} split on node {node} is not the data the driver read "
-            f"(fingerprint {found[:12]}, the driver's {fingerprint[:12]}); copy the same data "
-            f"to every node and run the sweep again"
-        )
-    return part
-
-
-def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
-    splits = ("train", "test") if config.data.kind == "action3d" else ("train", "val", "test")
-    return {split: load_split(config.data.kind, root, split) for split in splits}
-
-
-def evaluation_prompts(
-    test: MotionDataset, count: int, seed: int
-) -> tuple[list[str], list[int], list[int] | None]:
-    """`count` test motions (seeded choice) with one seeded caption each, their lengths, and
-    their class labels where the data has them (MSR Action3D's actions), else None."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    rows = sorted(rng.choice(len(test), min(count, len(test)), replace=False).tolist())
-    prompts = [
-        test.items[i].captions[int(rng.integers(len(test.items[i].captions)))].text for i in rows
-    ]
-    labels = [test.items[i].label for i in rows]
-    return (
-        prompts,
-        [test.items[i].num_frames for i in rows],
-        None if None in labels else [int(label) for label in labels],
-    )
-
-
 def _file_bytes(save, suffix: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"model{suffix}"
         save(path)
         return path.read_bytes()
-
-
-def assigned_device() -> torch.device:
-    """The torch device of the Ray task or trial this runs in: CUDA where Ray gave it GPUs,
-    else the CPU (also outside Ray, as when a benchmark calls a task's function itself). Ray
-    leaves CUDA_VISIBLE_DEVICES alone for work that asked for no GPU, so "cuda if available"
-    would put it on a GPU that other trials hold."""
-    import torch
-
-    # ray.get_gpu_ids() would start a local Ray in a process that has none
-    gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-    if not gpus:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            f"Ray gave this work GPU(s) {gpus}, but torch {torch.__version__} on node "
-            f"{socket.gethostname()} sees no CUDA device: install a CUDA build of torch there"
-        )
-    return torch.device("cuda")  # Ray's CUDA_VISIBLE_DEVICES makes it the one assigned
-
-
-def uses_recognizer(config: StudyConfig) -> bool:
-    """Whether the study scores with the action recogniser (MSR Action3D: the protocol of
-    action-conditioned generation) rather than the text-motion evaluator."""
-    return config.data.kind == "action3d"
 
 
 def train_evaluator_task(
@@ -328,19 +180,18 @@ class Stage0:
                 tmp.replace(path)  # atomic: a cached model file is always complete
                 path.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
                 self.figures[name] = figures
-                print(f"[stage 0] {name} ready: {json.dumps(figures)}", flush=True)
+                log.info(f"{name} ready: {json.dumps(figures)}")
                 if "accuracy_top1" in figures:
-                    print(recognizer_line(figures), flush=True)
+                    log.info(recognizer_line(figures))
         return not self.running
 
     def wait_for_models(self) -> None:
         """Block until the evaluator and generator are trained and saved (a progress line every
         STATUS_EVERY_S); a no-op when both came from the cache."""
         while not self.collect_models(timeout=STATUS_EVERY_S):
-            print(
-                f"[stage 0] still training the {' and '.join(self.running)} "
-                f"({time.monotonic() - self.started:.0f} s)",
-                flush=True,
+            log.info(
+                f"still training the {' and '.join(self.running)} "
+                f"({time.monotonic() - self.started:.0f} s)"
             )
 
     def payload(self, config: StudyConfig) -> dict:
@@ -365,7 +216,7 @@ class Stage0:
 def recognizer_line(figures: dict) -> str:
     """The action recogniser's figures on real motions, as stage 0 prints them."""
     return (
-        f"[stage 0] action recogniser on the real test subjects: accuracy top-1 "
+        f"action recogniser on the real test subjects: accuracy top-1 "
         f"{figures['accuracy_top1']:.3f} (top-3 {figures['accuracy_top3']:.3f}, chance "
         f"{figures['chance_top1']:.3f}, n={figures['num_test_motions']:.0f}); real-vs-real FID "
         f"training against test subjects {figures['fid_train_vs_test']:.2f}, between halves "
@@ -396,27 +247,6 @@ def _cached_model(
     return ray.remote(**options)(task).remote(config, root, fingerprints)
 
 
-def model_keys(config: StudyConfig, fingerprints: dict[str, str]) -> tuple[str, str]:
-    """The cache keys of the evaluator and the generator: the data (both splits'
-    `fingerprints`) and what shapes each one's weights. How the generator samples (DDIM steps,
-    guidance, batch) is left out: a sweep that changes it reuses the trained generator."""
-    data_key = digest([fingerprints["train"], fingerprints["test"]])
-    evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
-    if uses_recognizer(config):
-        recognizer = config.evaluation.recognizer.to_dict()
-        evaluator_key = digest([data_key, "recognizer", recognizer, config.evaluation.seed])
-    generator_key = digest(
-        [
-            data_key,
-            config.encoder.to_dict(),
-            config.generator.weights_dict(),
-            config.evaluation.generator_steps,
-            config.evaluation.seed,
-        ]
-    )
-    return evaluator_key, generator_key
-
-
 def run_stage0(config: StudyConfig) -> Stage0:
     """Build or reuse everything the fine-tuning and evaluation stages need; the evaluator and
     generator trainings it starts go on in the background (see Stage0.wait_for_models)."""
@@ -428,13 +258,12 @@ def run_stage0(config: StudyConfig) -> Stage0:
     # sha256 over every feature: seconds for HumanML3D, so once per split
     fingerprints = {name: part.fingerprint() for name, part in splits.items()}
     for name, part in splits.items():
-        print(
-            f"[stage 0] {name}: {len(part.motion_ids)} motions, {part.num_pairs} caption pairs,"
-            f" dropped {dict(part.dropped) or 'none'}, fingerprint {fingerprints[name][:12]}",
-            flush=True,
+        log.info(
+            f"{name}: {len(part.motion_ids)} motions, {part.num_pairs} caption pairs,"
+            f" dropped {dict(part.dropped) or 'none'}, fingerprint {fingerprints[name][:12]}"
         )
         if part.repairs:
-            print(f"[stage 0] {name} repairs: {repair_summary(part.repairs)}", flush=True)
+            log.info(f"{name} repairs: {repair_summary(part.repairs)}")
     train, test = splits["train"], splits["test"]
     if len(test) < R_PRECISION_BATCH:
         raise DatasetError(
@@ -463,13 +292,11 @@ def run_stage0(config: StudyConfig) -> Stage0:
     }
     for name, value in pending.items():
         if isinstance(value, tuple):
-            print(f"[stage 0] reusing {name} {value[0]}", flush=True)
+            log.info(f"reusing {name} {value[0]}")
         else:
-            print(f"[stage 0] training the {name} (Ray task)", flush=True)
+            log.info(f"training the {name} (Ray task)")
 
-    prompts, lengths, labels = evaluation_prompts(
-        test, config.attacks.prompts, config.attacks.seed
-    )
+    prompts, lengths, labels = evaluation_prompts(test, config.attacks.prompts, config.attacks.seed)
     transfer_sets, transfer_paths = {}, {}
     prompt_cache = cache / "prompts"
     for recipe in config.attacks.recipes:
@@ -488,10 +315,9 @@ def run_stage0(config: StudyConfig) -> Stage0:
             )
             transfer_paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
             changed = sum(r.success for r in records)
-            print(
-                f"[stage 0] prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
-                f" e.g. {records[0].original!r} -> {records[0].perturbed!r}",
-                flush=True,
+            log.info(
+                f"prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
+                f" e.g. {records[0].original!r} -> {records[0].perturbed!r}"
             )
 
     return Stage0(

@@ -23,6 +23,9 @@ from sweeps.storage import redact
 PACKAGES = ("torch", "ray", "mlflow", "open_clip_torch", "textattack", "optuna", "numpy")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
 BATCH = 100  # MLflow's limit on params per log_batch call
+# MLflow 3 opens an experiment in the view its kind names; without the tag it shows these runs
+# in the GenAI view as "evaluation runs". The sweep trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(cli_value: str | None, configured: str | None, workdir: Path) -> str:
@@ -134,9 +137,14 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, location, tags=EXPERIMENT_KIND
+            )
         else:
             self.experiment_id = found.experiment_id
+            for tag, value in EXPERIMENT_KIND.items():  # an experiment of an older version
+                if found.tags.get(tag) != value:
+                    self.client.set_experiment_tag(self.experiment_id, tag, value)
         self.parent_id: str | None = None
 
     def _find_run(self, tag: str, value: str):

@@ -3,8 +3,9 @@ launches it, the Tune trial that evaluates one encoder under one attack, and the
 1 and 2 that is either (in Optuna mode the worker scores its own model for the search objective
 at ASHA's rungs).
 
-Each function takes plain dicts (what Tune's param space and Ray's object store carry) and
-calls into `sweeps.jobs` and `moclip`, which know nothing of Ray.
+Each function takes plain dicts (what Tune's param space and Ray's object store carry), turns
+the job into its typed record (`sweeps.records`) and calls into `sweeps.jobs` and `moclip`,
+which know nothing of Ray.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import torch
 
 from sweeps.config import StudyConfig, config_from_dict
 from sweeps.jobs import Scorer, prepare_finetune, preserved_rng
+from sweeps.log import configure, stage_log
 from sweeps.plan import SEARCHED
+from sweeps.records import PERTURBED_FILE, EvaluationJob, job_from_dict
 
 CHECKPOINT_FILE = "moclip.pt"
 REPORT_FILE = "report.json"  # beside a fine-tune's checkpoint: the metrics reported with it
-PERTURBED_FILE = "perturbed.jsonl"
 # Worker-group start-ups that may time out (e.g. waiting for resources) before a trial fails;
 # Ray's default retries forever.
 CONTROLLER_FAILURES = 3
@@ -42,11 +44,12 @@ def finetune_worker(loop_config: dict) -> None:
     Tune wants it in every report of a search trial)."""
     from moclip.model import save_checkpoint
     from moclip.text_encoders import TextEmbedder
+    from sweeps.data import assigned_device
     from sweeps.search import rung_steps
-    from sweeps.stage0 import assigned_device
 
+    configure()
     study = config_from_dict(loop_config["study"])
-    job = loop_config["job"]
+    job = job_from_dict(loop_config["job"])
     torch.set_num_threads(max(1, int(study.ray.cpus_per_worker)))
     # Ray Train's local mode runs this in the Tune trial's own process, where Ray refuses its
     # worker-group API: one process, no DDP; reports and checkpoints go straight to Tune, and
@@ -66,7 +69,7 @@ def finetune_worker(loop_config: dict) -> None:
             start = run.restore(Path(folder) / CHECKPOINT_FILE)
             report_file = Path(folder) / REPORT_FILE
             resumed = json.loads(report_file.read_text()) if report_file.is_file() else {}
-        print(f"[finetune {job['key']}] resuming at step {start}", flush=True)
+        stage_log(f"finetune {job.key}").info("resuming at step %d", start)
     model = run.model if local else ray.train.torch.prepare_model(run.model)
     plain = getattr(model, "module", model)
     scorer = Scorer(loop_config["scoring"], device) if loop_config.get("scoring") else None
@@ -213,16 +216,17 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
     """A Tune trial: generate from one encoder's (perturbed) prompts, score with the evaluator
     against the clean prompts, and report every metric (and the perturbed set as a checkpoint)."""
     from moclip.attacks.perturb import write_set
-    from sweeps.stage0 import assigned_device, resolve_models
+    from sweeps.data import assigned_device
+    from sweeps.stage0 import resolve_models
 
     started = time.monotonic()
     study = config_from_dict(payload["study"])
-    job = trial_config["job"]
+    job = EvaluationJob.from_dict(trial_config["job"])
     torch.set_num_threads(max(1, int(study.ray.cpus_per_eval_trial)))
     device = assigned_device()
     scorer = Scorer(resolve_models(payload), device)
-    embedder = load_encoder(study, job["checkpoint"], device)
-    recipe, budget = job["recipe"], job["budget"]
+    embedder = load_encoder(study, job.checkpoint, device)
+    recipe, budget = job.recipe, job.budget
     metrics, records = scorer.score(embedder, recipe, budget)
     metrics["eval_seconds"] = round(time.monotonic() - started, 1)
     if records is None:

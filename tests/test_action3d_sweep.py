@@ -4,11 +4,15 @@ parent run."""
 
 import json
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import load_config
-from sweeps.scale_vs_robustness import sweep_key
+from sweeps.keys import sweep_key
 from tests.test_main_job import ROOT, run_job
+
+# real Ray, MLflow or several processes: left out of the fast lane (dev.py test --fast)
+pytestmark = pytest.mark.heavy
 
 CONFIG = ROOT / "sweeps" / "configs" / "action3d_cpu.yaml"
 TINY = [

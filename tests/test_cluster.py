@@ -22,6 +22,9 @@ import yaml
 
 from sweeps.storage import S3Location
 
+# real Ray, MLflow or several processes: left out of the fast lane (dev.py test --fast)
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "cluster" / "tracking_stack.py"
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"

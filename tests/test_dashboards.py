@@ -93,8 +93,8 @@ def test_report_from_mlflow_runs(tmp_path):
     frame = search_evaluations(uri, "study")
     records = evaluation_records(frame)
     assert len(records) == len(keys) == 42
-    baseline = [r for r in records if r["job"]["fraction"] == 0]
-    assert {r["job"]["w_distill"] for r in baseline} == {None}
+    baseline = [r for r in records if r.fraction == 0]
+    assert {r.w_distill for r in baseline} == {None}
 
     out = tmp_path / "report"
     paths = report_experiment(uri, "study", out, parent_run_id=parent)

@@ -15,6 +15,9 @@ from moclip.pairs import PairSet, collate_pairs
 from moclip.text_encoders import TeacherCache, TextEncoderSpec, frozen_copy
 from moclip.training import FinetuneConfig, make_optimizer, train_step
 
+# real Ray, MLflow or several processes: left out of the fast lane (dev.py test --fast)
+pytestmark = pytest.mark.heavy
+
 SPEC = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
 MOTION = MotionEncoderConfig(
     joint_width=16, temporal_width=32, temporal_layers=1, heads=2, dropout=0.0, frame_stride=4

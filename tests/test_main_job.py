@@ -17,6 +17,9 @@ from mlflow.tracking import MlflowClient
 from cluster.tracking_stack import free_port, start_mlflow, stop
 from sweeps.config import load_config
 
+# real Ray, MLflow or several processes: left out of the fast lane (dev.py test --fast)
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
 
@@ -122,11 +125,12 @@ def run_killing_a_local_trial(tmp_path: Path, args: tuple, last_step: int) -> tu
 
 def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
     """The final loss and test scores of the record's fine-tune, run in one go in this process."""
+    from sweeps.data import data_root
     from sweeps.jobs import prepare_finetune
-    from sweeps.stage0 import data_root
+    from sweeps.records import FinetuneJob
 
     torch.set_num_threads(1)  # as the Ray worker
-    run = prepare_finetune(config, record["job"], data_root(config))
+    run = prepare_finetune(config, FinetuneJob.from_dict(record["job"]), data_root(config))
     history = run.fit("cpu")
     return {"loss": history[-1]["loss"], **run.test_scores(run.model, torch.device("cpu"))}
 
@@ -214,7 +218,7 @@ def test_a_fine_tune_restarted_after_its_final_checkpoint_keeps_its_loss_and_sco
     import ray
     import ray.tune
 
-    from sweeps.stage0 import data_root
+    from sweeps.data import data_root
     from sweeps.trials import finetune_worker
 
     config = load_config(SMOKE, [f"workdir={tmp_path}", "ray.num_workers=0"])

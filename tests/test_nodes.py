@@ -26,7 +26,8 @@ import torch
 
 from moclip.data.dataset import DatasetError
 from sweeps.config import load_config
-from sweeps.stage0 import data_root, load_split, node_split
+from sweeps.data import data_root, load_split, node_split
+from sweeps.records import FinetuneJob
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
@@ -84,7 +85,7 @@ def test_a_fine_tune_on_a_node_without_the_corpus_trains_on_the_drivers_data(tmp
 
     config, root, fingerprints = driver_corpus(tmp_path)
     node_root = str(tmp_path / "worker-node" / "corpus")
-    job = {"key": "ft-test", "fraction": 0.5, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    job = FinetuneJob("ft-test", "finetune", 0.5, 0, 1.0, 1.0, n_pairs=0)
     node = prepare_finetune(config, job, node_root, fingerprints)
     head = prepare_finetune(config, job, root, fingerprints)
     assert node.subset.fingerprint() == head.subset.fingerprint()
@@ -104,7 +105,7 @@ def test_a_node_whose_copy_differs_fails_with_the_path_split_and_fingerprints(tm
     shutil.copytree(root, stale)
     first = load_split("synthetic", root, "train").motion_ids[0]
     (stale / "texts" / f"{first}.txt").write_text("a person waves.#a/DET person/NOUN#0.0#0.0\n")
-    job = {"key": "ft-test", "fraction": 1.0, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    job = FinetuneJob("ft-test", "finetune", 1.0, 0, 1.0, 1.0, n_pairs=0)
     with pytest.raises(DatasetError) as err:
         prepare_finetune(config, job, str(stale), fingerprints)
     message = str(err.value)
@@ -136,6 +137,7 @@ def test_a_missing_data_set_or_an_unwritable_corpus_path_is_one_clear_line(tmp_p
     assert str(blocker / "synthetic") in str(err.value)
 
 
+@pytest.mark.heavy
 def test_the_stage0_training_task_builds_the_corpus_in_a_ray_worker(tmp_path):
     """The evaluator's training task, run by Ray in a worker process (threads running: the
     corpus is built there without a process pool) on a node path the corpus is not at."""
@@ -160,13 +162,14 @@ def test_the_stage0_training_task_builds_the_corpus_in_a_ray_worker(tmp_path):
     assert state["data_fingerprint"] == fingerprints["train"]  # the data it trained on
 
 
+@pytest.mark.heavy
 def test_work_runs_on_the_device_ray_gave_it():
     """No GPU asked for: the CPU, even where torch could see one. A GPU given (Ray's resource,
     declared here on a machine without one) but no CUDA for torch: a clear error, not a silent
     fall back to the CPU for a training meant for a GPU."""
     import ray
 
-    from sweeps.stage0 import assigned_device
+    from sweeps.data import assigned_device
 
     assert str(assigned_device()) == "cpu" and not ray.is_initialized()  # outside Ray: no Ray
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
@@ -279,6 +282,7 @@ needs_unshare = pytest.mark.skipif(
 
 
 @needs_unshare
+@pytest.mark.heavy
 def test_the_sweep_on_two_nodes_builds_the_corpus_the_worker_node_lacks(tmp_path):
     workdir = tmp_path / "w"
     nodes = TwoNodes(workdir / "data")  # the driver writes the corpus there; the node sees none
@@ -298,6 +302,7 @@ def test_the_sweep_on_two_nodes_builds_the_corpus_the_worker_node_lacks(tmp_path
 
 
 @needs_unshare
+@pytest.mark.heavy
 def test_the_sweep_stops_in_one_line_when_a_nodes_copy_differs(tmp_path):
     workdir = tmp_path / "w"
     config = smoke(workdir)

@@ -12,6 +12,7 @@ import time
 import typing
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,7 @@ def run_sweep(*args: str, env: dict | None = None) -> tuple[subprocess.Completed
     return result, time.monotonic() - started
 
 
+@pytest.mark.heavy
 def test_unreachable_tracking_server_fails_fast_naming_it(tmp_path):
     uri = f"http://mlflow-user:{SECRET}@127.0.0.1:{free_port()}"
     result, seconds = run_sweep(
@@ -125,6 +127,7 @@ def test_unreachable_tracking_server_fails_fast_naming_it(tmp_path):
     assert not (tmp_path / "data").exists()  # nothing started before the check
 
 
+@pytest.mark.heavy
 def test_unreachable_storage_names_endpoint_and_bucket_without_secrets(tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
     storage = f"s3://moclip-results/ray?endpoint_override={endpoint}&scheme=http"
@@ -139,6 +142,7 @@ def test_unreachable_storage_names_endpoint_and_bucket_without_secrets(tmp_path)
     assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.heavy
 def test_refused_credentials_name_endpoint_and_bucket_without_secrets(tmp_path):
     # moto checks signatures against its own IAM users when told to authorise every request
     port = free_port()

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 from ray.tune.search import Searcher
 
+from sweeps.records import EvaluationJob, FinetuneJob
 from sweeps.schedule import FinetunesThenEvaluations
 
 
-def jobs(encoder: str, count: int) -> list[dict]:
-    return [{"key": f"ev-{encoder}-{i}", "name": f"eval {encoder} {i}"} for i in range(count)]
+def jobs(encoder: str, count: int) -> list[EvaluationJob]:
+    return [
+        EvaluationJob(
+            key=f"ev-{encoder}-{i}",
+            name=f"eval {encoder} {i}",
+            encoder_key=encoder,
+            fraction=0.5,
+            seed=0,
+            w_contrastive=1.0,
+            w_distill=1.0,
+            n_pairs=10,
+            recipe="none",
+            budget=0,
+        )
+        for i in range(count)
+    ]
 
 
 def make(models: dict, recorded: dict, waited: list, max_finetunes: int = 2):
-    finetunes = [{"key": key, "name": key} for key in ("ft-a", "ft-b", "ft-c")]
-    evaluations = {"base": jobs("base", 2), **{ft["key"]: jobs(ft["key"], 2) for ft in finetunes}}
+    finetunes = [
+        FinetuneJob(key, key, 0.5, 0, 1.0, 1.0, n_pairs=10) for key in ("ft-a", "ft-b", "ft-c")
+    ]
+    evaluations = {"base": jobs("base", 2), **{ft.key: jobs(ft.key, 2) for ft in finetunes}}
 
     def wait() -> None:
         waited.append(True)

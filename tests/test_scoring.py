@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from sweeps.config import load_config
-from sweeps.scale_vs_robustness import sweep_key
-from sweeps.stage0 import model_keys
+from sweeps.keys import model_keys, sweep_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "configs" / "smoke.yaml"
@@ -48,14 +47,9 @@ def test_a_config_with_default_sampling_keeps_the_generator_key_it_had_before():
 
 def test_an_evaluation_samples_at_its_sweeps_batch_size_with_the_same_scores(tmp_path):
     from moclip.text_encoders import TextEmbedder, build_text_encoder
+    from sweeps.data import data_root, evaluation_prompts, load_split
     from sweeps.jobs import Scorer
-    from sweeps.stage0 import (
-        data_root,
-        evaluation_prompts,
-        load_split,
-        train_evaluator_task,
-        train_generator_task,
-    )
+    from sweeps.stage0 import train_evaluator_task, train_generator_task
 
     torch.set_num_threads(1)
     config = load_config(SMOKE, [f"workdir={tmp_path}"])  # its generator samples 8 at a time

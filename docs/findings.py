@@ -3,7 +3,7 @@ of FID, ΔFID and recognition accuracy against the number of fine-tuning pairs w
 intervals over seeds, the slope of each attack's gap per doubling of the fine-tuning set, the
 figures, and how the run was made. The sweep is run first (a finished one is reused).
 
-    python dashboards/findings.py --data /data/MSRAction3D
+    python docs/findings.py --data /data/MSRAction3D
         [--config sweeps/configs/action3d_cpu.yaml] [--out docs] [overrides ...]
 """
 
@@ -27,11 +27,12 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 import numpy as np
 from scipy import stats
 
+from dashboards.tables import condition_label, robustness_gaps
 from moclip.data.action3d import load_action3d
 from moclip.evaluation.recognizer import load_recognizer, real_floors
 from sweeps.config import load_config
-from sweeps.results import condition_label, robustness_gaps
-from sweeps.scale_vs_robustness import sweep_key
+from sweeps.keys import sweep_key
+from sweeps.records import TrialRecord, as_evaluation
 from sweeps.tracking import code_version, platform_facts
 
 FIGURES = (
@@ -61,13 +62,23 @@ def cell(mean: float, half: float, signed: bool = False) -> str:
 def paired_records(workdir: Path) -> list[dict]:
     """Every evaluation record with its encoder's clean record's FID and accuracy beside it
     (ΔFID and the accuracy drop, paired on the same encoder and diffusion noise)."""
-    records = [json.loads(p.read_text()) for p in (workdir / "results").glob("ev-*.json")]
-    fid_gaps = robustness_gaps(records)
-    accuracy_gaps = robustness_gaps(records, "accuracy_top1")
-    for record in records:
-        record["delta_fid"] = fid_gaps[record["key"]][0]
-        record["accuracy_drop"] = -accuracy_gaps[record["key"]][0]
-    return records
+    stored = [
+        TrialRecord.from_dict(json.loads(p.read_text()))
+        for p in (workdir / "results").glob("ev-*.json")
+    ]
+    evaluations = [as_evaluation(record) for record in stored]
+    fid_gaps = robustness_gaps(evaluations)
+    accuracy_gaps = robustness_gaps(evaluations, "accuracy_top1")
+    return [
+        {
+            "key": record.key,
+            "job": record.job.to_dict(),
+            "metrics": record.metrics,
+            "delta_fid": fid_gaps[record.key][0],
+            "accuracy_drop": -accuracy_gaps[record.key][0],
+        }
+        for record in stored
+    ]
 
 
 def table_rows(records: list[dict]) -> list[dict]:
@@ -192,9 +203,7 @@ def statements(rows: list[dict], fits: list[dict], figures: dict) -> list[str]:
         f"over seeds, so this is not tested."
     )
     falling = sorted(
-        c
-        for c in spans
-        if all(r["delta_fid"][0] < 0 for r in tuned if r["condition"] == c)
+        c for c in spans if all(r["delta_fid"][0] < 0 for r in tuned if r["condition"] == c)
     )
     if falling:
         lines.append(
@@ -383,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(sweep, env=env, check=False).returncode != 0:
         print("error: the sweep did not finish; see its output above", file=sys.stderr)
         return 2
-    command = "python dashboards/findings.py --data DIR " + " ".join(args.overrides)
+    command = "python docs/findings.py --data DIR " + " ".join(args.overrides)
     path = write_findings(args.config, overrides, args.out, command.strip())
     print(f"[findings] {path}")
     return 0
