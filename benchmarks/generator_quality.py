@@ -16,7 +16,7 @@ besides each column's mean ± 95 % interval over repeats the script reports the 
 difference, generator minus control, per repeat: its interval is what says whether the
 generator is better, since the noise common to both columns cancels in it. FID, blind to
 which text a motion came from, sees the control only through the prompts' lengths: read it at
-guidance 1, where a CPU-trained generator is closest to the data (README, "Generator").
+guidance 1, where a CPU-trained generator is closest to the data (docs/USAGE.md, "Generator").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The MLflow UI in headless Chromium (Selenium with Debian's chromium and chromedriver): read
-what a page lists, and take the README's screenshots of a sweep.
+what a page lists, and take the screenshots in docs/USAGE.md of a sweep.
 
     python dashboards/mlflow_ui.py --tracking-uri http://127.0.0.1:5000 --experiment NAME \
         --out docs/images

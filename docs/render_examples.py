@@ -1,4 +1,4 @@
-"""Render the README's example motions: the first single-action motion of each listed family.
+"""Render the example motions of docs/USAGE.md: the first single-action motion of each listed family.
 
 python docs/render_examples.py [--out docs/images] [--seed 0]
 """

@@ -241,7 +241,7 @@ class PadToLongest:
 class MemoTokenizer:
     """A fixed-width tokenizer that tokenizes each distinct caption once.
 
-    open_clip's BPE runs in Python (about 35 ms for 256 captions on one core), and training
+    open_clip's BPE runs in Python (slow next to a GPU step: RESULTS.md), and training
     sees the same captions every epoch; on a GPU that is a large share of a step. Keep one per
     training run (it holds a row per caption it has seen), not for open-ended prompt streams.
     """

@@ -105,8 +105,8 @@ class RayConfig:
     # "auto": the running cluster or an error
     address: str | None = None
     # Ray Train workers per fine-tuning trial; 0: Ray Train's local mode, the fine-tune runs in
-    # its Tune trial's own process (no controller, worker group or cleaner actors to start:
-    # 18 s instead of 50 s per small fine-tune on 2 cores, benchmarks/bench_chain.py)
+    # its Tune trial's own process (no controller, worker group or cleaner actors to start;
+    # see benchmarks/bench_chain.py and RESULTS.md)
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0

@@ -30,7 +30,7 @@ from sweeps.data import (
     uses_recognizer,
 )
 from sweeps.keys import digest, model_keys
-from sweeps.log import stage_log
+from sweeps.log import configure, stage_log
 
 log = stage_log("stage 0")
 STATUS_EVERY_S = 30.0  # a progress line while the evaluator and generator train
@@ -56,6 +56,7 @@ def train_evaluator_task(
     from moclip.evaluation.evaluator import save_evaluator
     from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
 
+    configure()  # a Ray task: its lines go to the node's log
     fingerprints = fingerprints or {}
     train = node_split(config, root, "train", fingerprints.get("train"))
     test = node_split(config, root, "test", fingerprints.get("test"))
@@ -104,6 +105,7 @@ def train_generator_task(
     from moclip.generation.train_generator import train_generator
     from moclip.text_encoders import TextEmbedder, build_text_encoder
 
+    configure()  # a Ray task: its lines go to the node's log
     fingerprints = fingerprints or {}
     train = node_split(config, root, "train", fingerprints.get("train"))
     device = assigned_device()

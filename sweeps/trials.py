@@ -220,6 +220,7 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
     from sweeps.stage0 import resolve_models
 
     started = time.monotonic()
+    configure()
     study = config_from_dict(payload["study"])
     job = EvaluationJob.from_dict(trial_config["job"])
     torch.set_num_threads(max(1, int(study.ray.cpus_per_eval_trial)))

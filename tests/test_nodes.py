@@ -56,7 +56,11 @@ def folder_digest(root: Path) -> str:
 
 
 def build_on_node(config_workdir: str, root: str, fingerprint: str) -> tuple[int, str]:
-    """One trial process of a worker node asking for the training split."""
+    """One trial process of a worker node asking for the training split (its log set up as
+    the sweep's trials set theirs)."""
+    from sweeps.log import configure
+
+    configure()
     config = smoke(Path(config_workdir))
     split = node_split(config, root, "train", fingerprint)
     return len(split.motion_ids), split.fingerprint()

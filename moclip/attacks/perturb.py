@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from moclip.attacks.recipes import CHARACTER_RECIPES, build_transformation, seeded_global_random
+from moclip.progress import progress_bar
 
 SET_FORMAT = 1
 
@@ -201,10 +202,14 @@ def perturb(
         # built once: StopwordModification reads NLTK's stopword list, a third of a
         # character-swap prompt's time when built per prompt
         constraints = [RepeatModification(), StopwordModification()]
-        records = [
-            _perturb_one(text, transformation, constraints, budget, s, max_edit_distance)
-            for text, s in zip(prompts, seeds)
-        ]
+        bar = progress_bar(len(prompts), f"{recipe} budget {budget}")
+        records = []
+        for text, s in zip(prompts, seeds):
+            records.append(
+                _perturb_one(text, transformation, constraints, budget, s, max_edit_distance)
+            )
+            bar.update(1)
+        bar.close()
     else:
         records = _attack_all(
             prompts, seeds, encoder, transformation, budget, max_edit_distance, motions

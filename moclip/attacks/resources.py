@@ -129,8 +129,8 @@ def prepare_nltk_data(
                 shutil.copyfile(wordnet_source / name, wordnet / name)
             lines = [f"{i:02d}\t{name}\t{category}" for i, (name, category) in enumerate(LEXNAMES)]
             (wordnet / "lexnames").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # Imported here: nltk pulls in scipy (3 s), and every Ray process that reads the sweep's
-    # config imports this module.
+    # Imported here: nltk pulls in scipy (seconds of import), and every Ray process that
+    # reads the sweep's config imports this module.
     import nltk
 
     # nltk keeps its search path in a module-level list; this is the one place it is changed.

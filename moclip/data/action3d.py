@@ -347,7 +347,7 @@ def load_action3d(
     if not root.is_dir():
         raise DatasetError(
             f"{root}: MSR Action3D folder not found; get the skeleton files from the data set's "
-            f"authors (see README, 'MSR Action3D') and set data.root to their folder"
+            f"authors (see docs/USAGE.md, 'MSR Action3D') and set data.root to their folder"
         )
     files = sorted(p for p in root.rglob("*_skeleton3D.txt") if FILE_PATTERN.search(p.name))
     if not files:

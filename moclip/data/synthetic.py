@@ -29,6 +29,7 @@ from moclip.data.kinematics import forward_kinematics
 from moclip.data.normalization import RunningStats
 from moclip.data.quaternion import from_axis_angle, qmul, qrot, yaw_quat
 from moclip.data.synthetic_actions import ACTIONS, FPS, Clip, empty_clip
+from moclip.progress import progress_bar
 from moclip.skeletons import HUMANML3D
 
 MIN_FRAMES, MAX_FRAMES = 40, 196
@@ -341,15 +342,18 @@ def build_corpus(
     started = time.monotonic()
     jobs = [(str(root), seed, i) for i in range(num_motions)]
     pool = ProcessPoolExecutor(workers, mp_context=pool_context()) if workers > 1 else _Serial()
+    bar = progress_bar(num_motions, "synthetic corpus", enabled=progress)
     with pool:
         results = pool.map(_build_one, jobs, chunksize=32)
         for done, (index, length, s, sq, fams) in enumerate(results, start=1):
             families.update(fams)
+            bar.update(1)
             if ids[index] in train:
                 stats.add_sums(length, s, sq)
             if progress and (done % 1000 == 0 or done == num_motions):
                 rate = done / (time.monotonic() - started)
                 print(f"[synthetic] {done}/{num_motions} motions ({rate:.0f}/s)", flush=True)
+    bar.close()
     mean, std = stats.result()
     np.save(root / "Mean.npy", mean)
     np.save(root / "Std.npy", std)

@@ -34,6 +34,7 @@ from moclip.data.dataset import DatasetError, MotionDataset
 from moclip.data.features import features_to_positions
 from moclip.metrics import diversity, fid, gaussian_stats
 from moclip.optim import optimizer_step
+from moclip.progress import progress_bar
 from moclip.storage import freeze, load_state, save_state
 
 RECOGNIZER_FORMAT = 1
@@ -182,16 +183,19 @@ def train_recognizer(
     losses: list[float] = []
     started = time.monotonic()
     model.train()
+    bar = progress_bar(config.steps, "recogniser", enabled=bool(log_every))
     for step in range(1, config.steps + 1):
         loss = F.cross_entropy(model(descriptors)[1], labels)
         optimizer_step(loss, model.parameters(), optimizer, 1.0, scheduler)
         losses.append(loss.item())
+        bar.update(1)
         if log_every and step % log_every == 0:
             print(
                 f"[recogniser] step {step}/{config.steps} loss {np.mean(losses[-log_every:]):.3f}"
                 f" ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
+    bar.close()
     return freeze(model), losses
 
 

@@ -28,6 +28,7 @@ from moclip.losses import contrastive_loss
 from moclip.metrics import diversity, fid, gaussian_stats, matching_score, r_precision
 from moclip.optim import optimizer_step
 from moclip.pairs import PairSet, collate_pairs
+from moclip.progress import progress_bar
 from moclip.storage import freeze
 
 TEMPERATURE = 0.07
@@ -65,6 +66,7 @@ def train_evaluator(
     losses: list[float] = []
     started = time.monotonic()
     evaluator.train()
+    bar = progress_bar(steps, "evaluator", enabled=bool(log_every))
     while len(losses) < steps:
         order = torch.randperm(len(pairs), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -76,6 +78,7 @@ def train_evaluator(
             loss = contrastive_loss(text, motion, log_scale, batch.motion_keys, batch.text_keys)
             optimizer_step(loss, evaluator.parameters(), optimizer, 1.0, scheduler)
             losses.append(loss.item())
+            bar.update(1)
             if log_every and len(losses) % log_every == 0:
                 print(
                     f"[evaluator] step {len(losses)}/{steps} loss {np.mean(losses[-log_every:]):.3f}"
@@ -84,6 +87,7 @@ def train_evaluator(
                 )
             if len(losses) >= steps:
                 break
+    bar.close()
     return freeze(evaluator), losses
 
 

@@ -21,6 +21,7 @@ from moclip.data.dataset import DatasetError, MotionDataset, load_dataset
 from moclip.generation.diffusion import DiffusionConfig, DiffusionGenerator, save_generator
 from moclip.optim import ema_decay_at, ema_update, optimizer_step
 from moclip.pairs import PairSet, collate_pairs, length_bucketed_batches
+from moclip.progress import progress_bar
 from moclip.text_encoders import (
     PrecomputedEmbedder,
     TextEmbedder,
@@ -65,6 +66,7 @@ def train_generator(
     averages = [w.clone() for w in weights] if config.ema_decay else []
     generator.train()
     lengths = [train.items[i].num_frames for i, _ in pairs.index]
+    bar = progress_bar(steps, "generator", enabled=bool(log_every))
     while len(losses) < steps:
         for rows in length_bucketed_batches(lengths, batch_size, sampler):
             batch = collate_pairs([pairs[i] for i in rows]).to(device)
@@ -72,6 +74,7 @@ def train_generator(
             loss = generator.training_loss(batch.features, batch.mask, text, sampler)
             optimizer_step(loss, generator.parameters(), optimizer, 1.0)
             losses.append(loss.item())
+            bar.update(1)
             if averages:
                 ema_update(averages, weights, ema_decay_at(len(losses), config.ema_decay))
             if log_every and len(losses) % log_every == 0:
@@ -82,6 +85,7 @@ def train_generator(
                 )
             if len(losses) >= steps:
                 break
+    bar.close()
     for weight, average in zip(weights, averages):
         weight.copy_(average)
     generator.eval()
