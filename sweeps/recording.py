@@ -25,6 +25,11 @@ from sweeps.results import ResultStore
 from sweeps.tracking import Tracker
 
 
+def fields_of(record, *names: str) -> dict:
+    """Some fields of a job or config, by name, as MLflow params."""
+    return {name: getattr(record, name) for name in names}
+
+
 class Recorder:
     """The result store and the MLflow tracker of one sweep, and how each kind of trial goes
     into both."""
@@ -104,15 +109,9 @@ class Recorder:
         job = record.job
         effective = finetune_config(self.config, job)
         params = {
-            "fraction": job.fraction,
-            "n_pairs": job.n_pairs,
-            "n_motions": job.n_motions,
-            "w_contrastive": job.w_contrastive,
-            "w_distill": job.w_distill,
+            **fields_of(job, "fraction", "n_pairs", "n_motions", "w_contrastive", "w_distill"),
             "seed": job.seed,
-            "steps": effective.steps,
-            "lr_text": effective.lr_text,
-            "lr_motion": effective.lr_motion,
+            **fields_of(effective, "steps", "lr_text", "lr_motion"),
             "checkpoint": record.checkpoint,
         }
         metrics = {**record.metrics, "drift": record.metrics.get("teacher_drift", float("nan"))}
@@ -160,13 +159,7 @@ class Recorder:
         if self.tracker.find_trial(record.key):
             return
         job = record.job
-        params = {
-            "fraction": job.fraction,
-            "n_pairs": job.n_pairs,
-            "seed": job.seed,
-            "w_contrastive": job.w_contrastive,
-            **record.params,
-        }
+        params = {**fields_of(job, "fraction", "n_pairs", "seed", "w_contrastive"), **record.params}
         metrics = {k: v for k, v in record.metrics.items() if k.startswith("objective")}
         metrics["steps_trained"] = record.steps
         self.tracker.child(
@@ -214,16 +207,10 @@ class Recorder:
         if self.tracker.find_trial(record.key):
             return
         job = record.job
-        params = {
-            "fraction": job.fraction,
-            "n_pairs": job.n_pairs,
-            "w_contrastive": job.w_contrastive,
-            "w_distill": job.w_distill,
-            "seed": job.seed,
-            "recipe": job.recipe,
-            "budget": job.budget,
-            "encoder_key": job.encoder_key,
-        }
+        params = fields_of(
+            job, "fraction", "n_pairs", "w_contrastive", "w_distill", "seed", "recipe", "budget"
+        )
+        params["encoder_key"] = job.encoder_key
         metrics = dict(record.metrics)
         if job.drift is not None:
             metrics["drift"] = job.drift
