@@ -84,6 +84,18 @@ def close_side_panels(driver) -> None:
             button.click()
 
 
+def model_training_view(driver) -> None:
+    """Switch the UI's workflow toggle to "Model training" (MLflow 3 starts in GenAI, whatever
+    the experiment's `mlflow.experimentKind`; the choice is kept for the session)."""
+    from selenium.webdriver.common.by import By
+
+    for element in driver.find_elements(By.XPATH, "//*[normalize-space(text())='Model training']"):
+        if element.is_displayed():
+            element.click()
+            time.sleep(2)
+            return
+
+
 def expand_run(driver, run_name: str) -> None:
     """Unfold a parent run's children in the run list (the button left of its name)."""
     from selenium.webdriver.common.by import By
@@ -115,6 +127,8 @@ def screenshots(tracking_uri: str, experiment: str, out: Path) -> list[Path]:
     paths = [out / "mlflow_runs.png", out / "mlflow_curves.png"]
     with chromium() as driver:
         url = runs_url(tracking_uri, found.experiment_id)
+        page_text(driver, url, parent.info.run_name)
+        model_training_view(driver)
         page_text(driver, url, parent.info.run_name)
         close_side_panels(driver)
         expand_run(driver, parent.info.run_name)
