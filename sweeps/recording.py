@@ -50,7 +50,29 @@ class Recorder:
         self.folder = folder  # the sweep's own: table, rows, report
         self.tracking_uri = tracking_uri
 
-    # stage 0 ------------------------------------------------------------------------------
+    # the parent run and stage 0 -----------------------------------------------------------
+
+    def open_parent(self, sweep_key: str, stage0, code_version: str) -> bool:
+        """Create the sweep's parent run (the whole config as params; the code, data
+        fingerprints, the loader's repairs, package versions and platform as tags), or find
+        it again; whether it existed."""
+        from sweeps.tracking import flatten, package_versions, platform_facts
+
+        tags = {
+            "code_version": code_version,
+            "data_fingerprint": stage0.data_fingerprint,
+            "train_fingerprint": stage0.train_fingerprint,
+            "test_fingerprint": stage0.test_fingerprint,
+            **{
+                f"data.repairs.{split}.{name}": str(count)
+                for split, repairs in stage0.repairs.items()
+                for name, count in repairs["counts"].items()
+            },
+            **{f"version.{k}": v for k, v in package_versions().items()},
+            **{f"platform.{k}": v for k, v in platform_facts().items()},
+        }
+        name = f"sweep {self.config.name} {sweep_key}"
+        return self.tracker.open_parent(sweep_key, name, flatten(self.config.to_dict()), tags)
 
     def log_stage0(self, stage0) -> None:
         """Stage 0's models, prompt sets, data repairs and scoring-model figures into the

@@ -23,8 +23,6 @@ Running the same command again reuses every finished trial and creates no duplic
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import sys
 import time
@@ -39,51 +37,9 @@ import yaml
 from sweeps.config import ConfigError, StudyConfig, load_config
 from sweeps.keys import sweep_key
 from sweeps.log import RESULT, configure, stage_log
+from sweeps.state import StageClock, SweepState, resume_hint, storage_location, ui_hint
 
 log = stage_log("sweep")
-
-
-def storage_location(config: StudyConfig, workdir: Path) -> str:
-    """Where Ray keeps trials and checkpoints: ray.storage_path, else $MOCLIP_RAY_STORAGE (what
-    cluster/tracking_stack.py prints), else <workdir>/ray."""
-    path = config.ray.storage_path or os.environ.get("MOCLIP_RAY_STORAGE")
-    if path and "://" in path:
-        return path
-    return str((Path(path) if path else workdir / "ray").resolve())
-
-
-class SweepState:
-    """workdir/sweeps/<key>/state.json: the run name of Ray's outputs and how far it got."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.path = folder / "state.json"
-        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def save(self, **values) -> None:
-        self.values.update(values)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.values, indent=2) + "\n")
-        tmp.replace(self.path)
-
-
-class StageClock:
-    """Wall seconds per stage of one sweep process, in the order they ran."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = round(time.monotonic() - started, 1)
-
-    def line(self) -> str:
-        return ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.seconds.items())
 
 
 class Sweep:
@@ -319,21 +275,6 @@ def preflight(config: StudyConfig, args: argparse.Namespace) -> None:
     check_storage(storage_location(config, workdir))
 
 
-def ui_hint(tracking_uri: str) -> str:
-    """How to open the MLflow UI on the sweep's runs."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
-def resume_hint(why: str, store: Path) -> str:
-    """What a sweep that stopped early says: why, and how to finish it."""
-    return (
-        f"{why}; finished trials are kept in {store}. "
-        "Run the same command with --resume to finish the rest."
-    )
-
-
 def run(config: StudyConfig, args: argparse.Namespace) -> int:
     import ray
 
@@ -342,13 +283,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
     from sweeps.execution import start_ray
     from sweeps.stage0 import ModelTrainingError, run_stage0
     from sweeps.storage import StorageError, redact
-    from sweeps.tracking import (
-        TrackingError,
-        code_version,
-        flatten,
-        package_versions,
-        platform_facts,
-    )
+    from sweeps.tracking import TrackingError, code_version
 
     started = time.monotonic()
     clock = StageClock()
@@ -384,24 +319,7 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
             time.monotonic() - stage0.started,
             f"; the {' and '.join(stage0.running)} train on" if stage0.running else "",
         )
-        existed = sweep.tracker.open_parent(
-            sweep.key,
-            f"sweep {config.name} {sweep.key}",
-            flatten(config.to_dict()),
-            {
-                "code_version": code_version(ROOT),
-                "data_fingerprint": stage0.data_fingerprint,
-                "train_fingerprint": stage0.train_fingerprint,
-                "test_fingerprint": stage0.test_fingerprint,
-                **{
-                    f"data.repairs.{split}.{name}": str(count)
-                    for split, repairs in stage0.repairs.items()
-                    for name, count in repairs["counts"].items()
-                },
-                **{f"version.{k}": v for k, v in package_versions().items()},
-                **{f"platform.{k}": v for k, v in platform_facts().items()},
-            },
-        )
+        existed = sweep.recorder.open_parent(sweep.key, stage0, code_version(ROOT))
         sweep.log_stage0 = not existed
         tuned, missing = None, []
         if config.search.mode == "optuna":
