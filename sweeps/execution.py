@@ -291,3 +291,13 @@ def trial_retries(config: StudyConfig) -> int:
     Tune is to restart it from its last checkpoint (an evaluation just runs again); otherwise
     Ray Train restarts the workers."""
     return config.ray.max_failures if config.ray.local_finetunes else 0
+
+
+def asha_milestones(scheduler, below: int) -> list[int] | None:
+    """The steps below `below` at which an ASHAScheduler compares trials, read from its
+    brackets (a private Ray API: None on Ray versions outside PRIVATE_API_RAY). What
+    `sweeps.search.rung_steps` must match."""
+    if not private_api_supported():
+        return None
+    (bracket,) = scheduler._brackets
+    return sorted(milestone for milestone, _ in bracket._rungs if milestone < below)

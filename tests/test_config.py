@@ -105,6 +105,7 @@ def test_fine_tunes_at_once_count_gpus_and_take_the_configured_slots():
 def test_search_trials_report_at_every_rung_ray_asha_compares(steps, grace, factor):
     # without checkpoints the worker scores the model at rung_steps and its last step only: a
     # rung ASHA has below the last step that the worker skips would never stop a trial
+    from sweeps.execution import asha_milestones
     from sweeps.search import make_scheduler, rung_steps
 
     config = load_config(
@@ -114,8 +115,9 @@ def test_search_trials_report_at_every_rung_ray_asha_compares(steps, grace, fact
             f"search.reduction_factor={factor}",
         ]
     )
-    (bracket,) = make_scheduler(config)._brackets
-    milestones = sorted(milestone for milestone, _ in bracket._rungs if milestone < steps)
+    milestones = asha_milestones(make_scheduler(config), steps)
+    if milestones is None:
+        pytest.skip("this Ray's ASHA internals are outside the versions the sweep reads")
     assert rung_steps(config) == milestones
     if grace == 0:  # a quarter of the fine-tune
         assert milestones[0] == steps // 4
