@@ -219,10 +219,11 @@ def test_a_fine_tune_restarted_after_its_final_checkpoint_keeps_its_loss_and_sco
     import ray.tune
 
     from sweeps.data import data_root
+    from sweeps.records import FinetuneJob
     from sweeps.trials import finetune_worker
 
     config = load_config(SMOKE, [f"workdir={tmp_path}", "ray.num_workers=0"])
-    job = {"key": "ft-final", "fraction": 1.0, "seed": 0, "w_contrastive": 1.0, "w_distill": 1.0}
+    job = FinetuneJob("ft-final", "finetune f1", 1.0, 0, 1.0, 1.0, n_pairs=0).to_dict()
     loop_config = {"study": config.to_dict(), "job": job, "root": data_root(config)}
     failed_once = tmp_path / "failed-once"
 
