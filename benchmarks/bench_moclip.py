@@ -102,7 +102,8 @@ def run(
     started = time.perf_counter()
     teacher(pool)  # the first epoch's teacher work, done up front
     teacher_s = time.perf_counter() - started
-    config = FinetuneConfig(steps=steps + 3, batch_size=batch_size)
+    # joint-phase steps (every part trains): the costly kind
+    config = FinetuneConfig(steps=steps + 3, epochs=0, motion_only_share=0.0, batch_size=batch_size)
     optimizer, scheduler = make_optimizer(model, config)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

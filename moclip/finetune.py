@@ -1,7 +1,10 @@
 """Fine-tune MoCLIP on a nested subset of a data folder, then score retrieval on the test split.
 
     python -m moclip.finetune --data DIR --out CKPT [--fraction 0.5] [--encoder hf|tiny]
-        [--steps 1000] [--w-distill 1.0] [--seed 0]
+        [--epochs 50] [--w-distill 0.6] [--seed 0]
+
+MoCLIP's recipe by default (`FinetuneConfig`): a motion-encoder-only phase, then joint training
+with the tether, the checkpoint chosen on the validation split's retrieval (val.txt).
 
 Under torchrun (several processes) it trains with DDP; only rank 0 writes and prints.
 `build_finetune` assembles a fine-tune from its configs and data: this command and the sweep's
@@ -15,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,9 +29,29 @@ from moclip.data.subsets import nested_subset
 from moclip.model import CheckpointMeta, MoCLIP, build_moclip, save_checkpoint
 from moclip.motion_encoder import MotionEncoderConfig
 from moclip.pairs import PairSet
-from moclip.retrieval import evaluate_retrieval
+from moclip.retrieval import evaluate_retrieval, validation_recalls
 from moclip.text_encoders import TeacherCache, TextEncoderSpec, Tokenizer, frozen_copy
-from moclip.training import FinetuneConfig, fit, make_optimizer
+from moclip.training import FinetuneConfig, distributed, fit, make_optimizer
+
+
+def validation_score(metrics: dict[str, float]) -> float:
+    """S = (R@1 + R@2 + R@3) / 3 of text-to-motion retrieval over the validation split."""
+    return (metrics["t2m_R@1"] + metrics["t2m_R@2"] + metrics["t2m_R@3"]) / 3
+
+
+@dataclass
+class Selection:
+    """The validation's best checkpoint so far: its step, score and weights (on the CPU), and
+    every (step, score) scored."""
+
+    step: int = 0
+    score: float = float("-inf")
+    weights: dict | None = None
+    scores: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_state(self) -> dict:
+        return {"step": self.step, "score": self.score, "weights": self.weights,
+                "scores": self.scores}
 
 
 @dataclass
@@ -47,6 +70,8 @@ class Finetune:
     teacher: TeacherCache
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    val: MotionDataset | None = None  # checkpoints are chosen on it (None: the last is kept)
+    selection: Selection = field(default_factory=Selection)
 
     def meta(self, step: int) -> CheckpointMeta:
         """The checkpoint metadata at `step`."""
@@ -77,7 +102,8 @@ class Finetune:
         )
 
     def restore(self, path: Path) -> int:
-        """Load a checkpoint written with its optimiser; the step to go on from."""
+        """Load a checkpoint written with its optimiser (and the validation's best so far);
+        the step to go on from."""
         from moclip.model import CHECKPOINT_FORMAT
         from moclip.storage import load_state
 
@@ -86,7 +112,38 @@ class Finetune:
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+        chosen = state.get("extra", {}).get("selection")
+        if chosen:
+            self.selection = Selection(**{**chosen, "scores": [tuple(s) for s in chosen["scores"]]})
         return state["step"]
+
+    def validate(self, step: int, device, model: torch.nn.Module | None = None) -> dict | None:
+        """At the config's validation steps, score retrieval on the validation split and keep
+        the weights if they are the best so far: {"val_score", "val_t2m_R@k"...}; else None."""
+        if self.val is None or step not in self.config.validation_steps():
+            return None
+        model = self.model if model is None else model
+        metrics = validation_recalls(
+            model, self.tokenizer, self.val, self.train.mean, self.train.std, device
+        )
+        score = validation_score(metrics)
+        self.selection.scores.append((step, score))
+        if score > self.selection.score:  # ties keep the earlier step
+            self.selection.step, self.selection.score = step, score
+            self.selection.weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+        model.train()
+        return {"val_score": score, **{f"val_t2m_R@{k}": metrics[f"t2m_R@{k}"] for k in (1, 2, 3)}}
+
+    def select(self, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Load the validation's best weights into `model` (if any step was scored); what was
+        chosen: the selected step and its score, or the last step without a validation."""
+        model = self.model if model is None else model
+        if self.selection.weights is None:
+            return {"selected_step": float(self.config.steps)}
+        model.load_state_dict(self.selection.weights)
+        return {"selected_step": float(self.selection.step), "val_score": self.selection.score}
 
     def retrieval_scores(
         self, test: MotionDataset, device, model: torch.nn.Module | None = None
@@ -111,10 +168,15 @@ def build_finetune(
     config: FinetuneConfig,
     train: MotionDataset,
     fraction: float,
+    val: MotionDataset | None = None,
 ) -> Finetune:
     """A fine-tune on the nested `fraction` of `train` (the subset, the motion head's
-    initialisation and the batches all seeded by `config.seed`), on the CPU."""
+    initialisation and the batches all seeded by `config.seed`), on the CPU, its length
+    resolved from `config.epochs` and the subset's size, its checkpoints chosen on `val`."""
     subset = train.subset(nested_subset(train.motion_ids, fraction, config.seed))
+    pairs = PairSet(subset, train.mean, train.std)
+    processes = dist.get_world_size() if distributed() else 1
+    config = config.resolved(len(pairs), processes)
     model, tokenizer = build_moclip(spec, train.skeleton, motion_config, seed=config.seed)
     optimizer, scheduler = make_optimizer(model, config)
     return Finetune(
@@ -124,16 +186,18 @@ def build_finetune(
         train=train,
         subset=subset,
         subset_fingerprint=subset.fingerprint(),
-        pairs=PairSet(subset, train.mean, train.std),
+        pairs=pairs,
         model=model,
         tokenizer=tokenizer,
         teacher=TeacherCache(frozen_copy(model.text), tokenizer),
         optimizer=optimizer,
         scheduler=scheduler,
+        val=val,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
@@ -141,13 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", choices=("hf", "tiny", "open_clip"), default="hf")
     parser.add_argument("--model", default="ViT-B-32", help="open_clip model name")
     parser.add_argument("--pretrained", default="openai", help="open_clip tag or checkpoint file")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr-text", type=float, default=1e-5)
-    parser.add_argument("--lr-motion", type=float, default=3e-4)
-    parser.add_argument("--w-contrastive", type=float, default=1.0)
-    parser.add_argument("--w-distill", type=float, default=1.0)
-    parser.add_argument("--w-align", type=float, default=0.0)
+    parser.add_argument(
+        "--epochs", type=float, default=defaults.epochs, help="passes over the subset (0: --steps)"
+    )
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--motion-only-share", type=float, default=defaults.motion_only_share)
+    parser.add_argument("--lr-motion", type=float, default=defaults.lr_motion)
+    parser.add_argument("--lr-text", type=float, default=defaults.lr_text)
+    parser.add_argument("--lr-motion-joint", type=float, default=defaults.lr_motion_joint)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--w-contrastive", type=float, default=defaults.w_contrastive)
+    parser.add_argument("--w-distill", type=float, default=defaults.w_distill, help="lambda")
+    parser.add_argument("--w-align", type=float, default=defaults.w_align)
+    parser.add_argument("--validations", type=int, default=defaults.validations)
     parser.add_argument("--frame-stride", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
@@ -165,13 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = FinetuneConfig(
+            epochs=args.epochs,
             steps=args.steps,
             batch_size=args.batch_size,
-            lr_text=args.lr_text,
+            motion_only_share=args.motion_only_share,
             lr_motion=args.lr_motion,
+            lr_text=args.lr_text,
+            lr_motion_joint=args.lr_motion_joint,
+            warmup_steps=args.warmup_steps,
             w_contrastive=args.w_contrastive,
             w_distill=args.w_distill,
             w_align=args.w_align,
+            validations=args.validations,
             seed=args.seed,
             log_every=args.log_every,
         )
@@ -179,36 +255,47 @@ def main(argv: list[str] | None = None) -> int:
         motion_config = MotionEncoderConfig(frame_stride=args.frame_stride)
         train = load_dataset(args.data, "train")
         test = load_dataset(args.data, "test")
+        val = load_dataset(args.data, "val") if (args.data / "val.txt").is_file() else None
+        run = build_finetune(spec, motion_config, config, train, args.fraction, val)
     except (ValueError, DatasetError) as err:
         parser.error(str(err))
-    run = build_finetune(spec, motion_config, config, train, args.fraction)
-    model, pairs = run.model, run.pairs
+    model, pairs, config = run.model, run.pairs, run.config
     if rank == 0:
         print(
             f"[finetune] {len(run.subset.motion_ids)} motions, {len(pairs)} pairs "
-            f"(fraction {args.fraction}); encoder {spec.kind} width {model.text.width}; "
-            f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
+            f"(fraction {args.fraction}); {config.epochs:g} epochs = {config.steps} steps, the "
+            f"first {config.motion_only_steps} motion encoder only; encoder {spec.kind} width "
+            f"{model.text.width}; {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
+            f"parameters; checkpoint chosen on "
+            f"{'the validation split' if val is not None else 'nothing (no val.txt): the last'}",
             flush=True,
         )
     started = time.monotonic()
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+        scored = run.validate(step, device)
+        if rank == 0 and (step % config.log_every == 0 or step == config.steps or scored):
             print(
                 f"[finetune] step {step}/{config.steps} loss {metrics['loss']:.3f} "
-                f"(contrastive {metrics['contrastive']:.3f}, distill {metrics['distill']:.4f}) "
-                f"{metrics['pairs_per_s']:.0f} pairs/s, {time.monotonic() - started:.0f} s",
+                f"(contrastive {metrics['contrastive']:.3f}, distill {metrics['distill']:.4f}, "
+                f"align {metrics['align']:.3f}) {metrics['pairs_per_s']:.0f} pairs/s, "
+                f"{time.monotonic() - started:.0f} s"
+                + (f"; validation score {scored['val_score']:.3f}" if scored else ""),
                 flush=True,
             )
 
     run.fit(device, on_step=report)
     if rank == 0:
         model.to(device)
+        chosen = run.select()
         scores = run.retrieval_scores(test, device)
         save_checkpoint(args.out, model, run.meta(config.steps))
         result = {
             "fraction": args.fraction,
             "pairs": len(pairs),
+            "epochs": config.epochs,
+            "steps": config.steps,
+            **chosen,
             "seconds": round(time.monotonic() - started, 1),
             **scores,
         }

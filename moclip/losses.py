@@ -55,9 +55,9 @@ def contrastive_loss(
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """L = mean_i || s_i/|s_i| - t_i/|t_i| ||^2 (LDIFS-style L2 between normalised features)."""
-    diff = F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)
-    return diff.pow(2).sum(-1).mean()
+    """L = mean_{i,d} (s_id/|s_i| - t_id/|t_i|)^2: MoCLIP's tether, the authors' F.mse_loss on
+    unit features, a mean over the B x D elements (so its weight is the paper's lambda)."""
+    return F.mse_loss(F.normalize(student, dim=-1), F.normalize(teacher, dim=-1))
 
 
 def alignment_loss(text: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
@@ -69,10 +69,11 @@ def alignment_loss(text: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
 def weighted_loss(
     terms: dict[str, torch.Tensor],
     w_contrastive: float = 1.0,
-    w_distill: float = 1.0,
-    w_align: float = 0.0,
+    w_distill: float = 0.6,
+    w_align: float = 1.0,
 ) -> torch.Tensor:
-    """L = w_c L_con + w_d L_distill + w_a L_align, from terms named contrastive/distill/align."""
+    """L = w_c L_con + w_d L_distill + w_a L_align, from terms named contrastive/distill/align
+    (defaults: the authors' L_con + 0.6 L_distill + L_align)."""
     return (
         w_contrastive * terms["contrastive"]
         + w_distill * terms["distill"]

@@ -28,9 +28,15 @@ class MoCLIP(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
 
     def forward(
-        self, tokens: torch.Tensor, features: torch.Tensor, mask: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        features: torch.Tensor,
+        mask: torch.Tensor,
+        text_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.text(tokens), self.motion(features, mask), self.log_scale
+        """(text, motion, log scale); `text_features` stand in for a frozen text tower's."""
+        text = self.text(tokens) if text_features is None else text_features
+        return text, self.motion(features, mask), self.log_scale
 
 
 def build_moclip(
@@ -67,8 +73,10 @@ def save_checkpoint(
     meta: CheckpointMeta,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Write weights, configs, data fingerprint, step (and optimiser state) atomically."""
+    """Write weights, configs, data fingerprint, step (and optimiser state, and `extra`: the
+    trainer's own state, such as the validation's best so far) atomically."""
     model = getattr(model, "module", model)  # unwrap DDP
     return save_state(
         path,
@@ -85,6 +93,7 @@ def save_checkpoint(
             "std": torch.as_tensor(meta.std),
             "optimizer": optimizer.state_dict() if optimizer else None,
             "scheduler": scheduler.state_dict() if scheduler else None,
+            "extra": extra or {},
         },
     )
 

@@ -71,6 +71,40 @@ def teacher_drift(student: torch.Tensor, teacher: torch.Tensor) -> float:
     return float(F.cosine_similarity(student, teacher, dim=-1).mean())
 
 
+def embed_split(
+    model: MoCLIP,
+    tokenizer: Tokenizer,
+    data: MotionDataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every caption of `data` and its motion's index, with both sides' unit embeddings:
+    (texts, text_item, text_emb, motion_emb)."""
+    texts, text_item = [], []
+    for i, item in enumerate(data.items):
+        for caption in item.captions:
+            texts.append(caption.text)
+            text_item.append(i)
+    text_emb = embed_texts(model, tokenizer, texts)
+    motion_emb = embed_motions(model, data, mean, std, device=device)
+    return texts, torch.tensor(text_item), text_emb, motion_emb
+
+
+def validation_recalls(
+    model: MoCLIP,
+    tokenizer: Tokenizer,
+    data: MotionDataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Recalls and median ranks over all of `data`'s captions: what checkpoint selection
+    reads (no batch-32 R-precision, which needs 32 motions a validation split may lack)."""
+    _, text_item, text_emb, motion_emb = embed_split(model, tokenizer, data, mean, std, device)
+    return recall_metrics(text_emb, motion_emb, text_item)
+
+
 def evaluate_retrieval(
     model: MoCLIP,
     tokenizer: Tokenizer,
@@ -83,14 +117,10 @@ def evaluate_retrieval(
 ) -> dict[str, float]:
     """Every retrieval metric on `data`: recalls and median ranks over all captions, batch-32
     R-precision with one seeded caption per motion, and teacher drift."""
-    texts, text_item = [], []
-    for i, item in enumerate(data.items):
-        for caption in item.captions:
-            texts.append(caption.text)
-            text_item.append(i)
-    text_emb = embed_texts(model, tokenizer, texts)
-    motion_emb = embed_motions(model, data, mean, std, device=device)
-    text_item_t = torch.tensor(text_item)
+    texts, text_item_t, text_emb, motion_emb = embed_split(
+        model, tokenizer, data, mean, std, device
+    )
+    text_item = text_item_t.tolist()
     metrics = recall_metrics(text_emb, motion_emb, text_item_t)
     rng = np.random.default_rng(seed)
     first = {i: k for k, i in reversed(list(enumerate(text_item)))}  # first caption index

@@ -7,10 +7,11 @@ process group (and possibly wrapped the model in DDP already).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -26,28 +27,43 @@ from moclip.text_encoders import TeacherCache, Tokenizer, memoized
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 1000
-    batch_size: int = 64  # per process
-    lr_text: float = 1e-5
-    lr_motion: float = 3e-4
+    """MoCLIP's fine-tune; the defaults are the authors' (train_moCLIP.py): 50 epochs, the first
+    70 % training only the motion encoder at 1e-4 with the text tower frozen and no tether, then
+    every parameter at 1e-6 with the tether on, loss L_con + 0.6 L_distill + L_align."""
+
+    steps: int = 1000  # the run's length where `epochs` is 0
+    # passes over the (sub)set trained on: > 0 derives `steps` from the set's size (`resolved`),
+    # so every fraction makes the same number of passes
+    epochs: float = 50.0
+    batch_size: int = 128  # per process
+    # the share of steps that trains only the motion encoder (the text tower frozen and equal
+    # to its teacher, no tether, temperature frozen); the authors' 35 of 50 epochs
+    motion_only_share: float = 0.7
+    lr_motion: float = 1e-4  # the motion encoder in the motion-only phase
+    lr_text: float = 1e-6  # the text tower and the temperature in the joint phase
+    lr_motion_joint: float = 1e-6  # the motion encoder in the joint phase
     weight_decay: float = 0.01
     adam_eps: float = 1e-8
-    warmup_steps: int = 50
+    warmup_steps: int = 0  # linear warm-up at the start of each phase
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     w_contrastive: float = 1.0
-    w_distill: float = 1.0
-    w_align: float = 0.0
+    w_distill: float = 0.6  # the paper's lambda: the tether is a mean over elements
+    w_align: float = 1.0
+    # checkpoints scored on the validation split's retrieval, evenly spaced over the joint
+    # phase, the last at the final step; the best is kept. 0: keep the last step
+    validations: int = 3
     seed: int = 0
     log_every: int = 50
     bf16: bool = True  # autocast to bf16 on CUDA; CPU always runs fp32
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "lr_text", "lr_motion")
+        positive = ("steps", "batch_size", "lr_text", "lr_motion", "lr_motion_joint")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in (
+            "epochs",
             "weight_decay",
             "adam_eps",
             "warmup_steps",
@@ -55,16 +71,46 @@ class FinetuneConfig:
             "w_contrastive",
             "w_distill",
             "w_align",
+            "validations",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("min_lr_ratio", "motion_only_share"):
+            if not 0 <= getattr(self, name) < 1 + (name == "min_lr_ratio"):
+                bound = "[0, 1]" if name == "min_lr_ratio" else "[0, 1)"
+                raise ValueError(f"{name} must be in {bound}, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 for a contrastive loss")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved(self, pairs: int, processes: int = 1) -> FinetuneConfig:
+        """This config with `steps` = round(epochs x batches per pass) for a set of `pairs`
+        pairs split over `processes` (at least one step); unchanged where epochs is 0."""
+        if not self.epochs:
+            return self
+        per_pass = pairs // (self.batch_size * max(1, processes))
+        if per_pass < 1:
+            raise ValueError(
+                f"{pairs} pairs make no batch of {self.batch_size} x {processes} process(es): "
+                f"lower finetune.batch_size or use a larger fraction"
+            )
+        return replace(self, steps=max(1, round(self.epochs * per_pass)))
+
+    @property
+    def motion_only_steps(self) -> int:
+        """The steps of the motion-only phase: round(motion_only_share x steps)."""
+        return round(self.motion_only_share * self.steps)
+
+    def validation_steps(self) -> list[int]:
+        """The steps (after which) the validation split is scored: `validations` evenly spaced
+        over the joint phase, the last at the final step."""
+        if not self.validations:
+            return []
+        start, joint = self.motion_only_steps, self.steps - self.motion_only_steps
+        points = {start + math.ceil(joint * (i + 1) / self.validations) for i in range(self.validations)}
+        return sorted(step for step in points if step > start)
 
 
 def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
@@ -75,33 +121,51 @@ def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def phase_rates(step: int, config: FinetuneConfig) -> dict[str, float]:
+    """Learning rates at `step` of the text tower, the motion encoder and the temperature:
+    motion only at lr_motion x lr_factor over the first phase, then lr_text (lr_motion_joint
+    for the motion encoder) x lr_factor over the joint phase; 0 marks a frozen part."""
+    first = config.motion_only_steps
+    if step < first:
+        factor = lr_factor(step, config.warmup_steps, first, config.min_lr_ratio)
+        return {"text": 0.0, "motion": config.lr_motion * factor, "scale": 0.0}
+    factor = lr_factor(
+        step - first, config.warmup_steps, config.steps - first, config.min_lr_ratio
+    )
+    return {
+        "text": config.lr_text * factor,
+        "motion": config.lr_motion_joint * factor,
+        "scale": config.lr_text * factor,
+    }
+
+
 def make_optimizer(
     model: MoCLIP, config: FinetuneConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with the text tower at lr_text and the motion head (and temperature) at lr_motion;
-    weight decay on matrices only."""
+    """AdamW over the text tower, the motion encoder and the temperature, each at its rate of
+    `phase_rates` (set per step by the scheduler); weight decay on matrices only."""
     model = getattr(model, "module", model)
-    groups = []
-    for params, lr in (
-        (list(model.text.parameters()), config.lr_text),
-        (list(model.motion.parameters()) + [model.log_scale], config.lr_motion),
+    groups, lambdas = [], []
+    for part, params in (
+        ("text", list(model.text.parameters())),
+        ("motion", list(model.motion.parameters())),
+        ("scale", [model.log_scale]),
     ):
         trainable = [p for p in params if p.requires_grad]
-        groups.append(
-            {
-                "params": [p for p in trainable if p.ndim >= 2],
-                "lr": lr,
-                "weight_decay": config.weight_decay,
-            }
-        )
-        groups.append(
-            {"params": [p for p in trainable if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
-        )
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], eps=config.adam_eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio)
-    )
-    return optimizer, scheduler
+        for decay, chosen in (
+            (config.weight_decay, [p for p in trainable if p.ndim >= 2]),
+            (0.0, [p for p in trainable if p.ndim < 2]),
+        ):
+            if chosen:
+                # lr 1 times the scheduler's factor: the factor is the rate itself
+                groups.append({"params": chosen, "lr": 1.0, "weight_decay": decay, "part": part})
+                lambdas.append(functools.partial(_group_rate, part=part, config=config))
+    optimizer = torch.optim.AdamW(groups, eps=config.adam_eps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def _group_rate(step: int, part: str, config: FinetuneConfig) -> float:
+    return phase_rates(step, config)[part]
 
 
 def distributed() -> bool:
@@ -151,8 +215,11 @@ def train_step(
     scheduler,
     config: FinetuneConfig,
     device: torch.device,
+    motion_only: bool = False,
 ) -> dict[str, float]:
-    """One optimisation step on one batch (this process's share of it under DDP)."""
+    """One optimisation step on one batch (this process's share of it under DDP). With
+    `motion_only` the text tower is frozen and still equal to its teacher, so the teacher's
+    cached features stand in for it and the tether is off (MoCLIP's first phase)."""
     model.train()
     batch = batch.to(device)
     tokens = tokenizer(batch.texts).to(device)
@@ -162,7 +229,8 @@ def train_step(
         torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
     )
     with autocast:
-        text, motion, log_scale = model(tokens, batch.features, batch.mask)
+        frozen_text = teacher_features if motion_only else None
+        text, motion, log_scale = model(tokens, batch.features, batch.mask, frozen_text)
     text, motion = text.float(), motion.float()
     # The contrastive loss sees the whole batch across processes (gathered, with gradients);
     # the per-pair terms use local means, which DDP's gradient averaging turns into the mean
@@ -178,7 +246,8 @@ def train_step(
         "distill": distillation_loss(text, teacher_features),
         "align": alignment_loss(text, motion),
     }
-    loss = weighted_loss(terms, config.w_contrastive, config.w_distill, config.w_align)
+    w_distill = 0.0 if motion_only else config.w_distill
+    loss = weighted_loss(terms, config.w_contrastive, w_distill, config.w_align)
     grad_norm = optimizer_step(loss, model.parameters(), optimizer, config.grad_clip, scheduler)
     return {
         "loss": loss.item(),
@@ -225,7 +294,9 @@ def fit(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     prepare_loader: Callable[[DataLoader], DataLoader] | None = None,
 ) -> list[dict[str, float]]:
-    """Train for config.steps steps (from `start_step`); returns the per-step metrics.
+    """Train for config.steps steps, or config.epochs passes over `pairs` (from `start_step`);
+    returns the per-step metrics. Steps before `config.motion_only_steps` train only the motion
+    encoder (MoCLIP's first phase), the rest every part with the tether.
 
     In a process group of several the model is wrapped in DDP unless it already is.
     Step s sees the same batch and the same random draws whether the run got there in one go
@@ -237,12 +308,18 @@ def fit(
     device = torch.device(device)
     ddp = distributed()
     rank = dist.get_rank() if ddp else 0
+    # with epochs, the length of the run on this set (a passed-in scheduler must have been
+    # made from the same resolved config, as `moclip.finetune.build_finetune` makes it)
+    config = config.resolved(len(pairs), dist.get_world_size() if ddp else 1)
     if len(pairs) < config.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
     model.to(device)
     if ddp and not isinstance(model, DistributedDataParallel):
         model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # the motion-only phase leaves the text tower without gradients
+            find_unused_parameters=config.motion_only_share > 0,
         )
     teacher.teacher.to(device)
     tokenizer = memoized(tokenizer)
@@ -266,10 +343,12 @@ def fit(
             # Dropout draws from torch's global generator: seeded per step (and rank, so DDP
             # workers do not share masks), a resumed run draws what the uninterrupted one did.
             torch.manual_seed(step_seed(config.seed, rank, step))
+            motion_only = step < config.motion_only_steps
             metrics = train_step(
-                model, batch, tokenizer, teacher, optimizer, scheduler, config, device
+                model, batch, tokenizer, teacher, optimizer, scheduler, config, device, motion_only
             )
-            metrics["lr_text"] = optimizer.param_groups[0]["lr"]
+            rates = phase_rates(step, config)
+            metrics["lr_text"], metrics["lr_motion"] = rates["text"], rates["motion"]
             metrics["pairs_per_s"] = (
                 (step - start_step + 1) * config.batch_size / max(time.monotonic() - started, 1e-9)
             )

@@ -47,7 +47,7 @@ class DataConfig:
 class GridConfig:
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     w_contrastive: tuple[float, ...] = (1.0,)
-    w_distill: tuple[float, ...] = (0.0, 1.0)
+    w_distill: tuple[float, ...] = (0.0, 0.6)  # the paper's lambda; 0: untethered
     seeds: tuple[int, ...] = (0, 1)
     baseline: bool = True  # the fraction-0 row: the original encoder, not fine-tuned
 
@@ -193,9 +193,9 @@ class SearchConfig:
     # "strongest": the worst of every configured attack at the largest budget; or one recipe,
     # "greedy" (the white-box attack) or "none" (clean prompts)
     objective_attack: str = "strongest"
-    w_distill: tuple[float, ...] = (0.0, 2.0)  # uniform range
-    lr_text: tuple[float, ...] = (1e-6, 1e-4)  # log-uniform range
-    lr_motion: tuple[float, ...] = (1e-4, 1e-3)  # log-uniform range
+    w_distill: tuple[float, ...] = (0.0, 1.0)  # uniform range of the paper's lambda
+    lr_text: tuple[float, ...] = (1e-7, 1e-4)  # log-uniform range (the joint phase)
+    lr_motion: tuple[float, ...] = (3e-5, 1e-3)  # log-uniform range (the motion-only phase)
     # prompts scored at each rung: the first of the evaluation prompts; 0: all of them
     prompts: int = 0
     grace_steps: int = 0  # ASHA's first rung in fine-tuning steps; 0: a quarter of them

@@ -125,8 +125,13 @@ def node_split(
     return part
 
 
+def has_validation(config: StudyConfig) -> bool:
+    """Whether the study's data has a validation split (MSR Action3D's protocol has none)."""
+    return config.data.kind != "action3d"
+
+
 def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
-    splits = ("train", "test") if config.data.kind == "action3d" else ("train", "val", "test")
+    splits = ("train", "val", "test") if has_validation(config) else ("train", "test")
     return {split: load_split(config.data.kind, root, split) for split in splits}
 
 

@@ -19,7 +19,7 @@ import torch
 
 from moclip.finetune import Finetune, build_finetune
 from sweeps.config import StudyConfig, config_from_dict
-from sweeps.data import node_split
+from sweeps.data import has_validation, node_split
 from sweeps.plan import finetune_config
 from sweeps.records import FinetuneJob, SearchJob
 
@@ -199,11 +199,15 @@ def prepare_finetune(
     fingerprints: dict[str, str] | None = None,
 ) -> FinetuneRun:
     """Everything a fine-tune of `job` (fraction, seed, loss weights) needs, on the CPU, from
-    the data at `root` on this node (checked against the driver's `fingerprints` by split)."""
+    the data at `root` on this node (checked against the driver's `fingerprints` by split),
+    its validation split included."""
     fingerprints = fingerprints or {}
     train = node_split(study, root, "train", fingerprints.get("train"))
+    # checkpoints are chosen on the validation split where the data has one (MSR Action3D's
+    # cross-subject protocol has none: its last step is kept)
+    val = node_split(study, root, "val") if has_validation(study) else None
     finetune = build_finetune(
-        study.encoder, study.motion_encoder, finetune_config(study, job), train, job.fraction
+        study.encoder, study.motion_encoder, finetune_config(study, job), train, job.fraction, val
     )
     pieces = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(Finetune)}
     return FinetuneRun(**pieces, study=study, job=job, root=root, fingerprints=fingerprints)

@@ -18,7 +18,7 @@ from sweeps.execution import (
     trial_retries,
 )
 from sweeps.log import stage_log
-from sweeps.plan import search_job
+from sweeps.plan import finetune_config, search_job
 from sweeps.recording import Recorder
 from sweeps.search import OBJECTIVE, best_record, make_scheduler, make_searcher, search_space
 
@@ -38,13 +38,16 @@ def run_search(
     tuned, missing = {}, []
     for fraction in config.grid.fractions:
         job = search_job(config, stage0, fraction)
+        # the fraction's fine-tune length (its epochs in steps): what ASHA's rungs count
+        steps = finetune_config(config, job).steps
+        study = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, steps=steps))
         finished = store.find(job.group)
         for record in finished:
             recorder.log_search(record)
         todo = search.trials - len(finished)
         log.info(
             "fraction %g (%d pairs): %d Optuna trials, %d finished earlier, %d to run; "
-            "objective %s under %s at budget %d (%s), ASHA over %d steps",
+            "objective %s under %s at budget %d (%s), ASHA over %d steps (%g epochs)",
             fraction,
             job.n_pairs,
             search.trials,
@@ -54,7 +57,8 @@ def run_search(
             search.objective_attack,
             budget,
             search.direction,
-            config.finetune.steps,
+            steps,
+            config.finetune.epochs,
         )
         if todo > 0:
             tally = Tally(
@@ -66,7 +70,7 @@ def run_search(
             )
             run_trials(
                 f"search-{run_name}-f{fraction:g}",
-                trainable(finetune_trial, config, stage0, run_name, storage, scoring=payload),
+                trainable(finetune_trial, study, stage0, run_name, storage, scoring=payload),
                 {"job": dataclasses.asdict(job), **search_space(config)},
                 config.ray.finetune_trial_resources(),
                 storage,
@@ -79,7 +83,7 @@ def run_search(
                 # with their TorchTrainers mid-run (untried with reuse)
                 reuse_actors=config.ray.local_finetunes,
                 search_alg=make_searcher(config, [r for r in finished if r.complete]),
-                scheduler=make_scheduler(config),
+                scheduler=make_scheduler(study),
                 metric=OBJECTIVE,
                 mode=search.direction,
                 num_samples=todo,
@@ -94,7 +98,7 @@ def run_search(
             log.info(
                 "fraction %g: no trial ran all %d steps; it is left out of stages 1 and 2",
                 fraction,
-                config.finetune.steps,
+                steps,
             )
             missing.append(job.name)
             continue

@@ -21,13 +21,16 @@ SEARCHED = ("w_distill", "lr_text", "lr_motion")  # what Optuna mode samples per
 
 
 def finetune_config(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
-    """The study's fine-tuning settings with this trial's seed, loss weights and rates."""
+    """The study's fine-tuning settings with this trial's seed, loss weights and rates, its
+    steps resolved from `finetune.epochs` and the job's pairs (split over the Ray Train
+    workers), so that every fraction makes the same number of passes over its subset."""
     overrides = {
         name: getattr(job, name)
         for name in ("seed", "w_contrastive", *SEARCHED)
         if getattr(job, name) is not None
     }
-    return dataclasses.replace(study.finetune, **overrides)
+    config = dataclasses.replace(study.finetune, **overrides)
+    return config.resolved(job.n_pairs, max(1, study.ray.num_workers))
 
 
 def finetune_job(

@@ -107,8 +107,11 @@ class Recorder:
         self.log_finetune(record)
         metrics = record.metrics
         resumed = int(metrics.get("resumed_at_step", 0))
+        chosen = int(metrics.get("selected_step", metrics.get("step", 0)))
         return (
-            f"{job.n_pairs} pairs, R-precision top-1 {metrics.get('r_precision_top1', 0):.3f},"
+            f"{job.n_pairs} pairs, {metrics.get('epochs', 0):.3g} epochs = "
+            f"{int(metrics.get('step', 0))} steps (checkpoint of step {chosen}), R-precision "
+            f"top-1 {metrics.get('r_precision_top1', 0):.3f},"
             f" drift {metrics.get('teacher_drift', 0):.3f}"
             + (f" (resumed from its step-{resumed} checkpoint)" if resumed else "")
         )
@@ -133,7 +136,9 @@ class Recorder:
         params = {
             **fields_of(job, "fraction", "n_pairs", "n_motions", "w_contrastive", "w_distill"),
             "seed": job.seed,
-            **fields_of(effective, "steps", "lr_text", "lr_motion"),
+            **fields_of(
+                effective, "epochs", "steps", "motion_only_steps", "lr_text", "lr_motion"
+            ),
             "checkpoint": record.checkpoint,
         }
         metrics = {**record.metrics, "drift": record.metrics.get("teacher_drift", float("nan"))}
@@ -158,7 +163,9 @@ class Recorder:
         params = {name: float(getattr(job, name)) for name in SEARCHED}
         finetune = finetune_job(config, stage0, job.fraction, job.seed, job.w_contrastive, **params)
         steps = int(result.get("step", 0))
-        complete = steps == config.finetune.steps and "r_precision_top1" in result
+        complete = (
+            steps == finetune_config(config, finetune).steps and "r_precision_top1" in result
+        )
         record = TrialRecord(
             key=f"{job.group}-{finetune.key}",
             kind="search",

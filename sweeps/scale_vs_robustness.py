@@ -130,11 +130,13 @@ class Sweep:
         finetunes = finetune_jobs(config, stage0, tuned)
         training = [job for job in finetunes if store.get(job.key) is None]
         stage_log("stage 1").info(
-            "%d fine-tunes: %d finished earlier, %d to run (%d steps each, %s)",
+            "%d fine-tunes: %d finished earlier, %d to run (%s, %s)",
             len(finetunes),
             len(finetunes) - len(training),
             len(training),
-            config.finetune.steps,
+            f"{config.finetune.epochs:g} epochs each"
+            if config.finetune.epochs
+            else f"{config.finetune.steps} steps each",
             "each in its Tune trial's process"
             if config.ray.local_finetunes
             else f"{config.ray.num_workers} worker(s) each",

@@ -36,8 +36,9 @@ CONTROLLER_FAILURES = 3
 
 def finetune_worker(loop_config: dict) -> None:
     """One Ray Train worker: fine-tune on the job's nested subset, report checkpoints every
-    `ray.checkpoint_every` steps, then score retrieval on the test split and report the final
-    checkpoint. Picks up from the latest checkpoint after a worker failure.
+    `ray.checkpoint_every` steps, keep the weights the validation split scores best, then score
+    retrieval on the test split and report them as the final checkpoint. Picks up from the
+    latest checkpoint after a worker failure.
 
     With `loop_config["scoring"]` (Optuna mode) it reports at ASHA's rungs and at checkpoints,
     and rank 0 adds the search objective of the model at that step (what Optuna and ASHA read;
@@ -70,7 +71,13 @@ def finetune_worker(loop_config: dict) -> None:
             report_file = Path(folder) / REPORT_FILE
             resumed = json.loads(report_file.read_text()) if report_file.is_file() else {}
         stage_log(f"finetune {job.key}").info("resuming at step %d", start)
-    model = run.model if local else ray.train.torch.prepare_model(run.model)
+    # the motion-only phase leaves the text tower without gradients: DDP must expect that
+    unused = {"find_unused_parameters": config.motion_only_share > 0}
+    model = (
+        run.model
+        if local
+        else ray.train.torch.prepare_model(run.model, parallel_strategy_kwargs=unused)
+    )
     plain = getattr(model, "module", model)
     scorer = Scorer(loop_config["scoring"], device) if loop_config.get("scoring") else None
 
@@ -97,6 +104,8 @@ def finetune_worker(loop_config: dict) -> None:
             run.meta(step),
             run.optimizer if with_optimizer else None,
             run.scheduler if with_optimizer else None,
+            # mid-run: the validation's best so far, for a resumed run to choose among
+            {"selection": run.selection.to_state()} if with_optimizer else None,
         )
         # a run restarted from its final checkpoint has no step left to take its loss from
         (Path(folder) / REPORT_FILE).write_text(json.dumps(metrics, default=float))
@@ -117,13 +126,16 @@ def finetune_worker(loop_config: dict) -> None:
     rungs = set(rung_steps(study)) if scorer is not None else set()
 
     def on_step(step: int, metrics: dict) -> None:
+        # every rank scores the validation split, so every rank keeps the same best weights
+        validation = run.validate(step, device, plain)
         if step >= config.steps:  # the final report follows the test scores
             return
         row = {"step": step, "loss": metrics["loss"], "distill": metrics["distill"]}
+        row.update(validation or {})
         save = bool(every) and step % every == 0
         if save or step in rungs:
             report(row, step, with_optimizer=True, save=save)
-        elif scorer is None and step % config.log_every == 0:
+        elif scorer is None and (step % config.log_every == 0 or validation):
             send(row)
 
     prepare = ray.train.torch.prepare_data_loader
@@ -138,11 +150,15 @@ def finetune_worker(loop_config: dict) -> None:
     # controller before it releases its placement group
     final = {"step": config.steps, "n_pairs": len(run.pairs), "resumed_at_step": start}
     final["n_motions"] = len(run.subset.motion_ids)
+    workers = max(1, study.ray.num_workers)
+    final["epochs"] = config.epochs or config.steps * config.batch_size * workers / len(run.pairs)
+    final["motion_only_steps"] = config.motion_only_steps
     final["train_seconds"] = round(time.monotonic() - started, 1)
     if history:
         final["loss"] = history[-1]["loss"]
-    elif "loss" in resumed:
-        final["loss"] = resumed["loss"]
+        final.update(run.select(plain))  # the validation's best weights, before the test
+    else:  # restarted from its final checkpoint, which holds the chosen weights
+        final.update({k: resumed[k] for k in ("loss", "selected_step", "val_score") if k in resumed})
     if rank == 0:
         final.update(run.test_scores(plain, device))
     report(final, config.steps, with_optimizer=False)

@@ -25,11 +25,14 @@ MOTION = MotionEncoderConfig(
 # Adam's first step is lr * g / (|g| + eps): with the default eps a gradient that is float noise
 # (say 1e-12 on both sides) still moves its parameter by up to lr, in a direction set by the
 # noise; a larger eps keeps such parameters still, so the comparison is of real updates.
-CONFIG = FinetuneConfig(
+CONFIG = FinetuneConfig(  # one joint step: every part trains, the tether on
     steps=10,
+    epochs=0,
+    motion_only_share=0.0,
     batch_size=4,
     lr_text=1e-3,
     lr_motion=1e-3,
+    lr_motion_joint=1e-3,
     warmup_steps=0,
     grad_clip=1.0,
     adam_eps=1e-6,

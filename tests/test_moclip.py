@@ -24,7 +24,12 @@ from moclip.motion_encoder import (
 )
 from moclip.pairs import PairSet, collate_pairs, stable_key
 from moclip.metrics import r_precision
-from moclip.retrieval import evaluate_retrieval, recall_metrics, teacher_drift
+from moclip.retrieval import (
+    evaluate_retrieval,
+    recall_metrics,
+    teacher_drift,
+    validation_recalls,
+)
 from moclip.skeletons import SKELETONS
 from moclip.text_encoders import (
     TeacherCache,
@@ -34,7 +39,7 @@ from moclip.text_encoders import (
     frozen_copy,
     memoized,
 )
-from moclip.training import FinetuneConfig, fit, lr_factor, make_optimizer
+from moclip.training import FinetuneConfig, fit, lr_factor, make_optimizer, phase_rates
 
 ALL = list(SKELETONS.values())
 TINY = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2)
@@ -154,7 +159,14 @@ def test_distillation_and_alignment_terms():
     torch.manual_seed(2)
     x = torch.randn(4, 8)
     assert distillation_loss(x, 3 * x).item() == pytest.approx(0.0, abs=1e-7)
-    assert distillation_loss(x, -x).item() == pytest.approx(4.0, rel=1e-6)
+    # a mean over the 4 x 8 elements (the authors' F.mse_loss), not a sum over dimensions:
+    # opposite unit vectors differ by 4 in squared length, 4 / 8 per element
+    assert distillation_loss(x, -x).item() == pytest.approx(0.5, rel=1e-6)
+    student, teacher = np.random.default_rng(0).normal(size=(2, 5, 384))
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    mse = float(np.mean((unit(student) - unit(teacher)) ** 2))
+    tether = distillation_loss(torch.tensor(student), torch.tensor(teacher)).item()
+    assert tether == pytest.approx(mse, rel=1e-9)
     assert alignment_loss(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)
     terms = {
         "contrastive": torch.tensor(1.0),
@@ -277,14 +289,9 @@ def small_pairs(tiny_corpus):
 def _fit(pairs, skeleton, steps=20, seed=0, **overrides):
     model, tokenizer = build_moclip(TINY, skeleton, SMALL_MOTION, seed=seed)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    options = {"epochs": 0, "lr_text": 1e-4, "lr_motion": 1e-3, "lr_motion_joint": 1e-3}
     config = FinetuneConfig(
-        steps=steps,
-        batch_size=16,
-        lr_text=1e-4,
-        lr_motion=1e-3,
-        warmup_steps=5,
-        seed=seed,
-        **overrides,
+        steps=steps, batch_size=16, warmup_steps=5, seed=seed, **{**options, **overrides}
     )
     history = fit(model, pairs, tokenizer, teacher, config)
     return model, tokenizer, teacher, config, history
@@ -325,7 +332,9 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_numbers(small_pairs)
                 scheduler=copy.deepcopy(scheduler.state_dict()),
             )
 
-    config = FinetuneConfig(steps=12, batch_size=16, lr_text=1e-4, lr_motion=1e-3, warmup_steps=5)
+    config = FinetuneConfig(
+        steps=12, epochs=0, batch_size=16, lr_text=1e-4, lr_motion=1e-3, warmup_steps=5
+    )
     model, tokenizer = build_moclip(TINY, train.skeleton, SMALL_MOTION, seed=0)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
     optimizer, scheduler = make_optimizer(model, config)
@@ -420,3 +429,92 @@ def test_length_buckets_cover_each_index_once_and_group_lengths():
     assert spread < 20  # random batches of 16 spread over ~130 frames
     again = length_bucketed_batches(lengths, 16, torch.Generator().manual_seed(0), window=10)
     assert again == batches
+
+
+def test_epochs_give_every_set_the_same_passes():
+    config = FinetuneConfig(epochs=2, batch_size=16)
+    assert config.resolved(100).steps == 2 * 6  # 6 full batches a pass
+    assert config.resolved(1000).steps == 2 * 62
+    assert config.resolved(100, processes=2).steps == 2 * 3  # batches of 16 on each of 2
+    assert FinetuneConfig(epochs=0, steps=7).resolved(1000).steps == 7
+    with pytest.raises(ValueError, match="no batch of 16"):
+        config.resolved(15)
+    again = config.resolved(100)
+    assert again.resolved(100) == again  # resolving twice changes nothing
+
+
+def test_phase_rates_follow_the_authors_schedule():
+    config = FinetuneConfig(steps=100, epochs=0, warmup_steps=0, min_lr_ratio=0.0)
+    assert config.motion_only_steps == 70
+    first, joint = phase_rates(0, config), phase_rates(70, config)
+    assert first == {"text": 0.0, "motion": pytest.approx(1e-4), "scale": 0.0}
+    assert joint == {
+        "text": pytest.approx(1e-6),
+        "motion": pytest.approx(1e-6),
+        "scale": pytest.approx(1e-6),
+    }
+    assert phase_rates(69, config)["text"] == 0.0 and phase_rates(85, config)["text"] < 1e-6
+    assert config.validation_steps() == [80, 90, 100]
+    assert FinetuneConfig(steps=10, epochs=0, validations=0).validation_steps() == []
+
+
+def test_the_schedule_freezes_the_text_tower_then_trains_everything(small_pairs):
+    """Two motion-only steps move the motion encoder and nothing else (the tether off); the
+    two joint steps then move the text tower and the temperature too."""
+    train, pairs = small_pairs
+    model, tokenizer = build_moclip(TINY, train.skeleton, SMALL_MOTION, seed=0)
+    teacher = TeacherCache(frozen_copy(model.text), tokenizer)
+    config = FinetuneConfig(
+        steps=4, epochs=0, motion_only_share=0.5, batch_size=16, lr_text=1e-3,
+        lr_motion_joint=1e-3, w_distill=0.6,
+    )
+    snapshots = {0: copy.deepcopy(model.state_dict())}
+    seen = {}
+
+    def keep(step, metrics):
+        snapshots[step] = copy.deepcopy(model.state_dict())
+        seen[step] = metrics
+
+    fit(model, pairs, tokenizer, teacher, config, on_step=keep)
+
+    def moved(prefix: str, before: int, after: int) -> bool:
+        return any(
+            not torch.equal(snapshots[before][k], snapshots[after][k])
+            for k in snapshots[0]
+            if k.startswith(prefix)
+        )
+
+    assert moved("motion.", 0, 2) and not moved("text.", 0, 2) and not moved("log_scale", 0, 2)
+    assert seen[1]["lr_text"] == 0.0 and seen[1]["distill"] == 0.0
+    assert moved("text.", 2, 4) and moved("log_scale", 2, 4) and moved("motion.", 2, 4)
+    assert seen[3]["lr_text"] > 0.0 and seen[4]["distill"] > 0.0  # the tower has moved once
+
+
+def test_validation_keeps_the_best_checkpoint(tiny_corpus):
+    """Every validation step is scored; the weights kept are those of the best score, and the
+    model they are loaded into scores that again."""
+    from moclip.finetune import build_finetune, validation_score
+
+    # the whole corpus as the validation set: the tiny corpus's val split has 3 motions
+    train, val = load_dataset(tiny_corpus, "train"), load_dataset(tiny_corpus, "all")
+    config = FinetuneConfig(
+        steps=6, epochs=0, motion_only_share=0.5, batch_size=16, lr_text=1e-3,
+        lr_motion=3e-3, lr_motion_joint=3e-3, validations=3,
+    )
+    run = build_finetune(TINY, SMALL_MOTION, config, train, 1.0, val)
+    weights = {}
+
+    def on_step(step, metrics):
+        if run.validate(step, "cpu") is not None:
+            weights[step] = copy.deepcopy(run.model.state_dict())
+
+    run.fit("cpu", on_step=on_step)
+    steps = [step for step, _ in run.selection.scores]
+    assert steps == config.validation_steps() == [4, 5, 6] == sorted(weights)
+    best_step, best = max(run.selection.scores, key=lambda s: (s[1], -s[0]))
+    chosen = run.select()
+    assert chosen == {"selected_step": best_step, "val_score": best}
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(value, weights[best_step][name]), name
+    again = validation_score(validation_recalls(run.model, run.tokenizer, val, train.mean, train.std))
+    assert again == pytest.approx(best, abs=1e-6)
