@@ -55,7 +55,8 @@ def main() -> None:
     slots = max(1, int(ray.cluster_resources()["CPU"] // config.ray.cpus_per_worker))
     print(
         f"machine: {psutil.cpu_count()} cores; {len(jobs)} smoke fine-tunes "
-        f"({config.finetune.steps} steps of {config.finetune.batch_size}), {slots} at once",
+        f"({config.finetune.epochs:g} epochs in batches of {config.finetune.batch_size}), "
+        f"{slots} at once",
         flush=True,
     )
     settings = [

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from moclip.losses import INIT_LOGIT_SCALE
-from moclip.motion_encoder import MotionEncoder, MotionEncoderConfig
+from moclip.motion_encoder import MotionEncoderConfig, build_motion_encoder
 from moclip.skeletons import Skeleton, get_skeleton
 from moclip.storage import load_state, save_state
 from moclip.text_encoders import TextEncoder, TextEncoderSpec, Tokenizer, build_text_encoder
@@ -21,7 +21,7 @@ CHECKPOINT_FORMAT = 1
 class MoCLIP(nn.Module):
     """Student text encoder + motion encoder + learnable log temperature."""
 
-    def __init__(self, text: TextEncoder, motion: MotionEncoder) -> None:
+    def __init__(self, text: TextEncoder, motion: nn.Module) -> None:
         super().__init__()
         self.text = text
         self.motion = motion
@@ -50,7 +50,7 @@ def build_moclip(
     text, tokenizer, width = build_text_encoder(spec, load_weights=load_weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        motion = MotionEncoder(skeleton, width, motion_config)
+        motion = build_motion_encoder(skeleton, width, motion_config)
         model = MoCLIP(text, motion)
     return model, tokenizer
 

@@ -1,4 +1,6 @@
-"""MoCLIP's motion encoder: spatial attention over a skeleton graph, then temporal attention.
+"""MoCLIP's motion encoders. `kind: graph` (the project's): spatial attention over a skeleton
+graph, then temporal attention. `kind: parts` (the authors', `models/motion_clip.py`): an MLP
+per body part over positions and over velocities, then a temporal transformer.
 
 Per frame, every joint is a token built from its slice of the HumanML3D-style features
 (root-relative position, 6D rotation, velocity, foot contact; the root gets its rotation
@@ -23,8 +25,12 @@ from moclip.skeletons import Skeleton
 TOKEN_WIDTH = 13  # position 3 + rotation 6 + velocity 3 + contact 1
 
 
+MOTION_ENCODER_KINDS = ("graph", "parts")
+
+
 @dataclass(frozen=True)
 class MotionEncoderConfig:
+    kind: str = "graph"  # graph (skeleton-graph attention) | parts (the authors' body parts)
     joint_width: int = 32
     spatial_layers: int = 1
     temporal_width: int = 256
@@ -36,8 +42,23 @@ class MotionEncoderConfig:
     hand_foot: bool = False  # also hand<->foot links
     frame_stride: int = 1  # attend to every k-th frame (a speed knob; 1 keeps all)
     max_frames: int = 200
+    # kind "parts": each part's MLP (hidden, then part_width / 2 for positions and as much for
+    # velocities); the authors' full size is part_width 256, part_hidden 128, temporal_width
+    # 1032, temporal_layers 12, heads 12, ff_mult 4
+    part_width: int = 256
+    part_hidden: int = 128
 
     def __post_init__(self) -> None:
+        if self.kind not in MOTION_ENCODER_KINDS:
+            raise ValueError(
+                f"motion encoder kind must be one of {', '.join(MOTION_ENCODER_KINDS)}, "
+                f"got {self.kind!r}"
+            )
+        if self.part_width < 2 or self.part_width % 2 or self.part_hidden < 1:
+            raise ValueError(
+                f"part_width must be even and >= 2 and part_hidden >= 1, got "
+                f"{self.part_width} and {self.part_hidden}"
+            )
         for name in (
             "joint_width",
             "temporal_width",
@@ -48,7 +69,9 @@ class MotionEncoderConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"motion encoder {name} must be >= 1, got {getattr(self, name)}")
-        if self.joint_width % self.heads or self.temporal_width % self.heads:
+        if self.temporal_width % self.heads or (
+            self.kind == "graph" and self.joint_width % self.heads
+        ):
             raise ValueError(
                 f"joint_width ({self.joint_width}) and temporal_width "
                 f"({self.temporal_width}) must be multiples of heads ({self.heads})"
@@ -183,3 +206,119 @@ class MotionEncoder(nn.Module):
         weights = mask.to(x.dtype)[..., None]
         pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.out_proj(self.out_norm(pooled))
+
+
+def body_parts(skeleton: Skeleton) -> list[tuple[str, tuple[int, ...]]]:
+    """The authors' 8 parts, derived from the skeleton's chains: root; torso (the chain that
+    reaches neither a hand nor a foot, root included); each arm and each leg (a chain without
+    its first joint); both hands with their parents (wrists and elbows, the paper's hand-hand
+    link); one foot with its parent and the other side's hand with its parent (hand-foot)."""
+    parent = skeleton.parents
+    torso, arms, legs = (), [], []
+    for chain in skeleton.chains:
+        if set(chain) & set(skeleton.hands):
+            arms.append(chain[1:])
+        elif set(chain) & set(skeleton.feet):
+            legs.append(chain[1:])
+        else:
+            torso = chain
+    (left_hand, right_hand), (_, right_foot) = skeleton.hands, skeleton.feet
+    return [
+        ("root", (0,)),
+        ("torso", torso),
+        *(("arm", arm) for arm in arms),
+        *(("leg", leg) for leg in legs),
+        ("hands", (parent[right_hand], right_hand, parent[left_hand], left_hand)),
+        ("hand-foot", (parent[right_foot], right_foot, parent[left_hand], left_hand)),
+    ]
+
+
+def part_index(skeleton: Skeleton, joints: tuple[int, ...]) -> torch.Tensor:
+    """Feature indices of a part's joints: a joint's root-relative position (3), the root's
+    rotation velocity, planar velocity and height (4)."""
+    positions = feature_slices(skeleton.num_joints)["positions"].start
+    rows = []
+    for j in joints:
+        rows += [0, 1, 2, 3] if j == 0 else [positions + 3 * (j - 1) + k for k in range(3)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _part_mlp(width_in: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(width_in, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, out), nn.Tanh()
+    )
+
+
+class PartsMotionEncoder(nn.Module):
+    """The authors' motion encoder (`kind: parts`): per frame and body part, a two-layer tanh MLP
+    over the part's positions and one over their frame-to-frame velocities; the parts'
+    features concatenated, projected to temporal_width, a temporal transformer (sinusoidal
+    positions), mean pooling over valid frames, a projection to the text width.
+
+    Differs from `models/motion_clip.py` in: positions are the features' (normalised,
+    root-relative) joint positions, not global ones recovered from them; padded frames are
+    masked in attention and pooling (theirs attend to and average the padding)."""
+
+    def __init__(
+        self,
+        skeleton: Skeleton,
+        out_width: int,
+        config: MotionEncoderConfig = MotionEncoderConfig(kind="parts"),
+    ) -> None:
+        super().__init__()
+        self.skeleton, self.config = skeleton, config
+        self.parts = body_parts(skeleton)
+        for i, (_, joints) in enumerate(self.parts):
+            self.register_buffer(f"index_{i}", part_index(skeleton, joints), persistent=False)
+        half = config.part_width // 2
+        sizes = [len(getattr(self, f"index_{i}")) for i in range(len(self.parts))]
+        self.position_mlps = nn.ModuleList(
+            _part_mlp(n, config.part_hidden, half, config.dropout) for n in sizes
+        )
+        self.velocity_mlps = nn.ModuleList(
+            _part_mlp(n, config.part_hidden, half, config.dropout) for n in sizes
+        )
+        self.embed = nn.Linear(len(self.parts) * config.part_width, config.temporal_width)
+        self.register_buffer(
+            "positions",
+            sinusoidal_positions(config.max_frames, config.temporal_width),
+            persistent=False,
+        )
+        self.norm_in = nn.LayerNorm(config.temporal_width)
+        self.temporal = nn.ModuleList(
+            _layer(config.temporal_width, config.heads, config.ff_mult, config.dropout)
+            for _ in range(config.temporal_layers)
+        )
+        self.out_norm = nn.LayerNorm(config.temporal_width)
+        self.out_proj = nn.Linear(config.temporal_width, out_width)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        stride = self.config.frame_stride
+        features, mask = features[:, ::stride], mask[:, ::stride]
+        frames = features.shape[1]
+        if frames > self.config.max_frames:
+            raise ValueError(
+                f"{frames} frames after stride {stride} exceed max_frames="
+                f"{self.config.max_frames} of the motion encoder"
+            )
+        per_part = []
+        for i, (positions, velocities) in enumerate(zip(self.position_mlps, self.velocity_mlps)):
+            x = features[..., getattr(self, f"index_{i}")]
+            # velocity of frame t: x_t - x_{t-1}, zero at the first frame
+            v = torch.cat((torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]), dim=1)
+            per_part += [positions(x), velocities(v)]
+        x = self.norm_in(self.embed(torch.cat(per_part, dim=-1))) + self.positions[:frames]
+        padding = ~mask
+        for layer in self.temporal:
+            x = layer(x, src_key_padding_mask=padding)
+        weights = mask.to(x.dtype)[..., None]
+        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.out_proj(self.out_norm(pooled))
+
+
+def build_motion_encoder(
+    skeleton: Skeleton, out_width: int, config: MotionEncoderConfig = MotionEncoderConfig()
+) -> nn.Module:
+    """The motion encoder `config.kind` names, for `skeleton`, embedding into `out_width`."""
+    cls = PartsMotionEncoder if config.kind == "parts" else MotionEncoder
+    return cls(skeleton, out_width, config)

@@ -20,7 +20,7 @@ import torch
 from moclip.finetune import Finetune, build_finetune
 from sweeps.config import StudyConfig, config_from_dict
 from sweeps.data import has_validation, node_split
-from sweeps.plan import finetune_config
+from sweeps.plan import job_settings
 from sweeps.records import FinetuneJob, SearchJob
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class Scorer:
         return worst(values.values()), values
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class FinetuneRun(Finetune):
     """A fine-tune job as a trial runs it: `moclip.finetune.Finetune` built from the study
     config on this node's copy of the data, which the test scores read too."""
@@ -207,7 +207,7 @@ def prepare_finetune(
     # cross-subject protocol has none: its last step is kept)
     val = node_split(study, root, "val") if has_validation(study) else None
     finetune = build_finetune(
-        study.encoder, study.motion_encoder, finetune_config(study, job), train, job.fraction, val
+        study.encoder, study.motion_encoder, job_settings(study, job), train, job.fraction, val
     )
     pieces = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(Finetune)}
     return FinetuneRun(**pieces, study=study, job=job, root=root, fingerprints=fingerprints)

@@ -20,17 +20,22 @@ if TYPE_CHECKING:
 SEARCHED = ("w_distill", "lr_text", "lr_motion")  # what Optuna mode samples per trial
 
 
-def finetune_config(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
-    """The study's fine-tuning settings with this trial's seed, loss weights and rates, its
-    steps resolved from `finetune.epochs` and the job's pairs (split over the Ray Train
-    workers), so that every fraction makes the same number of passes over its subset."""
+def job_settings(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
+    """The study's fine-tuning settings with this trial's seed, loss weights and rates (its
+    length still in `epochs`: `moclip.finetune.build_finetune` resolves it on the subset)."""
     overrides = {
         name: getattr(job, name)
         for name in ("seed", "w_contrastive", *SEARCHED)
         if getattr(job, name) is not None
     }
-    config = dataclasses.replace(study.finetune, **overrides)
-    return config.resolved(job.n_pairs, max(1, study.ray.num_workers))
+    return dataclasses.replace(study.finetune, **overrides)
+
+
+def finetune_config(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
+    """`job_settings` with the steps resolved from `finetune.epochs` and the job's pairs
+    (split over the Ray Train workers), so that every fraction makes the same number of passes
+    over its subset: what the fine-tune trains, as its key hashes it."""
+    return job_settings(study, job).resolved(job.n_pairs, max(1, study.ray.num_workers))
 
 
 def finetune_job(

@@ -22,6 +22,7 @@ TINY = [
     "encoder.heads=2",
     "grid.fractions=[0.5,1.0]",
     "grid.seeds=[0]",
+    "finetune.epochs=0",
     "finetune.steps=2",
     "evaluation.generator_steps=20",
     "evaluation.recognizer.steps=30",

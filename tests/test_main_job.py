@@ -137,7 +137,7 @@ def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
 
 def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_them(tmp_path):
     # long enough fine-tunes, with checkpoints, for a worker to die mid-way
-    steps = ("finetune.steps=16", "ray.checkpoint_every=4")
+    steps = ("finetune.epochs=0", "finetune.steps=16", "ray.checkpoint_every=4")
     args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
     code, output = run_killing_a_train_worker(tmp_path, args, PLANTED)
     assert code == 0, output[-3000:]
@@ -197,7 +197,7 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
 def test_local_mode_fine_tune_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
     # Ray Train's local mode: the fine-tune runs in its Tune trial's process, and Tune (not Ray
     # Train) restarts it from its last reported checkpoint
-    steps = ("finetune.steps=48", "ray.checkpoint_every=4", "ray.num_workers=0")
+    steps = ("finetune.epochs=0", "finetune.steps=48", "ray.checkpoint_every=4", "ray.num_workers=0")
     args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
     code, output = run_killing_a_local_trial(tmp_path, args, last_step=24)
     assert code == 0, output[-3000:]
@@ -271,6 +271,7 @@ def test_optuna_mode_tunes_a_fraction_and_evaluates_its_best(tmp_path):
         "grid.fractions=[1.0]",
         "search.trials=3",
         "search.w_distill=[0.0, 2.0]",
+        "finetune.epochs=0",
         "finetune.steps=4",
         # ASHA's rung at step 2 has no checkpoint; the checkpoint at step 3 is no rung
         "search.grace_steps=2",

@@ -19,6 +19,9 @@ from moclip.model import CheckpointMeta, build_moclip, load_checkpoint, save_che
 from moclip.motion_encoder import (
     MotionEncoder,
     MotionEncoderConfig,
+    PartsMotionEncoder,
+    body_parts,
+    build_motion_encoder,
     joint_token_index,
     skeleton_attention_mask,
 )
@@ -84,6 +87,47 @@ def test_motion_encoder_ignores_padding():
             torch.cat((mask, torch.ones(1, 64, dtype=torch.bool))),
         )
     assert torch.allclose(alone, batched[:1], atol=1e-5)
+
+
+def test_the_authors_body_parts_on_the_humanml3d_skeleton():
+    """models/motion_clip.py's t2m parts: root [0], torso [0,3,6,9,12,15], arms [14,17,19,21]
+    and [13,16,18,20], legs [2,5,8,11] and [1,4,7,10], hands [19,21,18,20], feet [8,11,18,20]."""
+    parts = dict()
+    for name, joints in body_parts(SKELETONS["humanml3d"]):
+        parts.setdefault(name, []).append(set(joints))
+    assert parts["root"] == [{0}] and parts["torso"] == [{0, 3, 6, 9, 12, 15}]
+    assert sorted(map(sorted, parts["arm"])) == [[13, 16, 18, 20], [14, 17, 19, 21]]
+    assert sorted(map(sorted, parts["leg"])) == [[1, 4, 7, 10], [2, 5, 8, 11]]
+    assert parts["hands"] == [{19, 21, 18, 20}] and parts["hand-foot"] == [{8, 11, 18, 20}]
+    for skeleton in ALL:  # every skeleton: 8 parts that cover every joint
+        found = body_parts(skeleton)
+        assert len(found) == 8, skeleton.name
+        assert set().union(*(set(j) for _, j in found)) == set(range(skeleton.num_joints))
+
+
+def test_parts_encoder_ignores_padding_and_trains_in_moclip(small_pairs):
+    torch.manual_seed(0)
+    skeleton = SKELETONS["humanml3d"]
+    config = MotionEncoderConfig(
+        kind="parts", part_width=16, part_hidden=8, temporal_width=32, temporal_layers=1,
+        heads=2, frame_stride=4,
+    )
+    encoder = build_motion_encoder(skeleton, 8, config).eval()
+    assert isinstance(encoder, PartsMotionEncoder) and len(encoder.position_mlps) == 8
+    motion = torch.randn(1, 40, skeleton.feature_dim)
+    padded = torch.cat((motion, 100 * torch.randn(1, 24, skeleton.feature_dim)), dim=1)
+    mask = torch.zeros(1, 64, dtype=torch.bool)
+    mask[:, :40] = True
+    with torch.no_grad():
+        alone = encoder(motion, torch.ones(1, 40, dtype=torch.bool))
+        batched = encoder(torch.cat((padded, motion[:, :1].expand(1, 64, -1))),
+                          torch.cat((mask, torch.ones(1, 64, dtype=torch.bool))))
+    assert alone.shape == (1, 8) and torch.allclose(alone, batched[:1], atol=1e-5)
+    # a MoCLIP with it trains, and its checkpoint config rebuilds the same kind
+    train, pairs = small_pairs
+    model, tokenizer, teacher, _, history = _fit(pairs, train.skeleton, steps=3, motion=config)
+    assert isinstance(model.motion, PartsMotionEncoder) and len(history) == 3
+    assert all(np.isfinite(h["loss"]) for h in history)
 
 
 def test_spatial_attention_in_chunks_gives_the_same_features_and_gradients():
@@ -286,8 +330,8 @@ def small_pairs(tiny_corpus):
     return train, PairSet(train)
 
 
-def _fit(pairs, skeleton, steps=20, seed=0, **overrides):
-    model, tokenizer = build_moclip(TINY, skeleton, SMALL_MOTION, seed=seed)
+def _fit(pairs, skeleton, steps=20, seed=0, motion=SMALL_MOTION, **overrides):
+    model, tokenizer = build_moclip(TINY, skeleton, motion, seed=seed)
     teacher = TeacherCache(frozen_copy(model.text), tokenizer)
     options = {"epochs": 0, "lr_text": 1e-4, "lr_motion": 1e-3, "lr_motion_joint": 1e-3}
     config = FinetuneConfig(

@@ -96,7 +96,7 @@ def test_a_fine_tune_on_a_node_without_the_corpus_trains_on_the_drivers_data(tmp
     assert node.meta(step=2).data_fingerprint == node.subset.fingerprint()  # checkpoints'
     torch.set_num_threads(1)
     losses = [[row["loss"] for row in run.fit("cpu")] for run in (node, head)]
-    assert len(losses[0]) == config.finetune.steps and losses[0] == losses[1]
+    assert len(losses[0]) == node.config.steps and losses[0] == losses[1]
     scores = node.test_scores(node.model, torch.device("cpu"))
     assert scores == head.test_scores(head.model, torch.device("cpu"))
 

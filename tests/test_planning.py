@@ -121,8 +121,11 @@ def test_the_grid_plans_one_fine_tune_per_point_with_distinct_stable_keys(config
         lr_motion=config.finetune.lr_motion,
     )
     assert sampled.key == first.key and sampled.name.endswith("tuned s0")
-    other = load_config(DEFAULT, [f"workdir={config.workdir}", "finetune.steps=17"])
+    other = load_config(DEFAULT, [f"workdir={config.workdir}", "finetune.epochs=4"])
     assert finetune_jobs(other, stage0)[0].key != first.key
+    # with epochs, the step count is derived: a steps value of its own changes nothing
+    ignored = load_config(DEFAULT, [f"workdir={config.workdir}", "finetune.steps=17"])
+    assert finetune_jobs(ignored, stage0)[0].key == first.key
 
 
 def test_evaluations_cover_every_encoder_and_condition_whatever_the_checkpoint(config, stage0):
@@ -270,3 +273,17 @@ def test_the_experiment_opens_in_mlflows_model_training_view(tmp_path):
     old = client.create_experiment("older", (tmp_path / "old").as_uri())
     Tracker(uri, "older")
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_every_fraction_makes_the_same_passes_over_its_subset(config, stage0):
+    """The fine-tune's length is in epochs: a fraction ten times larger trains ten times the
+    steps (not the same steps on a smaller set, which confounded set size with passes)."""
+    from sweeps.plan import finetune_config
+
+    steps = {}
+    for job in finetune_jobs(config, stage0):
+        effective = finetune_config(config, job)
+        per_pass = job.n_pairs // config.finetune.batch_size
+        assert effective.steps == round(config.finetune.epochs * per_pass), job.name
+        steps[job.fraction] = effective.steps
+    assert steps[1.0] > 9 * steps[0.1]
