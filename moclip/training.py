@@ -75,10 +75,9 @@ class FinetuneConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("min_lr_ratio", "motion_only_share"):
-            if not 0 <= getattr(self, name) < 1 + (name == "min_lr_ratio"):
-                bound = "[0, 1]" if name == "min_lr_ratio" else "[0, 1)"
-                raise ValueError(f"{name} must be in {bound}, got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "motion_only_share"):  # share 1: the text stays frozen
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 for a contrastive loss")
 
