@@ -67,21 +67,28 @@ def _w_distill_values(rows: list[dict]) -> list[float | None]:
     return values or [None]
 
 
+def arms(rows: list[dict]) -> list[str]:
+    """The generator arms in `rows` (frozen first)."""
+    return sorted({r.get("generator", "frozen") for r in rows}, key=lambda a: a != "frozen")
+
+
 def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
     """`metric` against fine-tuning pairs (log x), one line per attack condition with its 95 %
-    band, one panel per w_distill; the original encoder is the leftmost point."""
+    band, one panel per w_distill and generator arm side by side; the original encoder (with
+    the generator trained on it) is the leftmost point of every panel."""
     plt = _pyplot()
     styles = _styles(rows)
-    weights = _w_distill_values(rows)
+    panels = [(weight, arm) for weight in _w_distill_values(rows) for arm in arms(rows)]
     fig, axes = plt.subplots(
-        1, len(weights), figsize=(5.5 * len(weights), 4.2), sharey=True, squeeze=False
+        1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True, squeeze=False
     )
     tuned_pairs = [r["n_pairs"] for r in rows if r["fraction"] > 0]
     x_original = (min(tuned_pairs) if tuned_pairs else 1.0) / ORIGINAL_OFFSET
-    for ax, weight in zip(axes[0], weights):
+    for ax, (weight, arm) in zip(axes[0], panels):
         groups: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
-            if metric in row and (row["fraction"] == 0 or row["w_distill"] == weight):
+            chosen = row["w_distill"] == weight and row.get("generator", "frozen") == arm
+            if metric in row and (row["fraction"] == 0 or chosen):
                 groups[row["condition"]].append(row)
         for condition, items in sorted(groups.items(), key=lambda kv: kv[0] != "clean"):
             if metric in ("delta_fid", "accuracy_drop") and condition == "clean":
@@ -96,7 +103,8 @@ def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
         ax.set_xscale("log")
         ax.axvline(x_original * np.sqrt(ORIGINAL_OFFSET), color="0.8", linewidth=0.8)
         ax.set_xlabel("fine-tuning pairs (leftmost: the original encoder)")
-        ax.set_title(title if weight is None else f"{title}, w_distill = {weight:g}")
+        label = title if weight is None else f"{title}, w_distill = {weight:g}"
+        ax.set_title(label + (f", {arm} generator" if len(arms(rows)) > 1 else ""))
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(title)
     _legend(axes[0][-1], fontsize=8, loc="best")
@@ -183,4 +191,28 @@ def power_law_figure(
     ax.set_title("ΔFID(N) = a·N^(−b) + c, per-seed points")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, fontsize=7)
+    return _save(fig, path)
+
+
+def delta_vs_drift(points: list[tuple[float, float, str, str]], path: Path) -> Path:
+    """ΔFID of every attacked evaluation against its encoder's drift from the teacher (mean
+    cosine of its text features to the original's on the test captions; 1 = no drift), a
+    colour per condition, a marker per generator arm."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    conditions = sorted({c for _, _, _, c in points})
+    markers = {"frozen": "o", "adapted": "^"}
+    for condition in conditions:
+        for arm, marker in markers.items():
+            chosen = [(d, g) for d, g, a, c in points if c == condition and a == arm]
+            if chosen:
+                x, y = zip(*chosen)
+                colour = f"C{conditions.index(condition) % 10}"
+                ax.scatter(x, y, marker=marker, color=colour, label=f"{condition}, {arm}")
+    ax.axhline(0.0, color="0.7", linewidth=0.8)
+    ax.set_xlabel("drift: mean cos(fine-tuned, original text features) on the test captions")
+    ax.set_ylabel("ΔFID = FID(attacked) − FID(clean)")
+    ax.set_title("ΔFID against the text tower's drift (each point an encoder and seed)")
+    ax.grid(alpha=0.3)
+    _legend(ax, fontsize=7, loc="best")
     return _save(fig, path)

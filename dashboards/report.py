@@ -27,10 +27,11 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 import numpy as np
 
-from dashboards.plots import curves, delta_heatmaps, power_law_figure
+from dashboards.plots import curves, delta_heatmaps, delta_vs_drift, power_law_figure
 from dashboards.power_law import PowerLawFit, fit_power_law
 from dashboards.tables import (
     Evaluation,
+    condition_label,
     format_table,
     robustness_gaps,
     row_headline,
@@ -91,6 +92,8 @@ def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[Evalua
                 n_pairs=_value(run.get("params.n_pairs"), int) or 0,
                 metrics=metrics,
                 run_id=run["run_id"],
+                arm=run.get("params.generator") if isinstance(run.get("params.generator"), str)
+                else "frozen",
             )
         )
     return records
@@ -109,6 +112,8 @@ def seed_points(
         label = f"{r.recipe} b{r.budget}"
         if len(weights) > 1:
             label += f" wd{r.w_distill:g}"
+        if r.arm != "frozen":
+            label += f" {r.arm}"
         points[label].append((r.n_pairs, gaps[r.key][0]))
     return {
         k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()
@@ -132,13 +137,14 @@ def _cell(row: dict, name: str, signed: bool = False) -> str:
 
 def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     actions = row_headline(rows) == "accuracy_top1"
-    header = ["fraction", "pairs", "w_distill", "condition", "seeds", "FID", "ΔFID"]
+    header = ["fraction", "pairs", "w_distill", "generator", "condition", "seeds", "FID", "ΔFID"]
     header += ["accuracy top-1", "accuracy drop"] if actions else ["R-prec top-3"]
     body = [
         [
             "0 (original)" if r["fraction"] == 0 else f"{r['fraction']:g}",
             f"{r['n_pairs']:.0f}",
             "—" if r["w_distill"] is None else f"{r['w_distill']:g}",
+            r.get("generator", "frozen"),
             r["condition"],
             str(r["seeds"]),
             _cell(r, "fid"),
@@ -190,7 +196,14 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
     rows = summary_rows(records, gaps)
     shown = ACTION_FIGURES if row_headline(rows) == "accuracy_top1" else FIGURES
     figures = [curves(rows, metric, label, out / name) for name, (metric, label) in shown.items()]
-    figures.append(delta_heatmaps(rows, out / "delta_fid_heatmap.png"))
+    frozen = [r for r in rows if r.get("generator", "frozen") == "frozen"]
+    figures.append(delta_heatmaps(frozen, out / "delta_fid_heatmap.png"))
+    drifts = [
+        (r.metrics["drift"], gaps[r.key][0], r.arm, condition_label(r.recipe, r.budget))
+        for r in records
+        if r.recipe != "none" and r.fraction > 0 and r.key in gaps and "drift" in r.metrics
+    ]
+    figures.append(delta_vs_drift(drifts, out / "delta_fid_vs_drift.png"))
     points = seed_points(records, gaps)
     fits = {condition: fit_power_law(n, gap) for condition, (n, gap) in points.items()}
     figures.append(power_law_figure(points, fits, out / "delta_fid_power_law.png"))

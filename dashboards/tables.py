@@ -26,6 +26,7 @@ class Evaluation:
     n_pairs: int
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None  # the MLflow run, where it came from one
+    arm: str = "frozen"  # the generator: frozen (trained on the original encoder) or adapted
 
 
 def interval(values: Iterable[float]) -> tuple[float, float]:
@@ -55,13 +56,13 @@ def row_headline(rows: list[dict]) -> str:
 def robustness_gaps(
     evaluations: list[Evaluation], metric: str = "fid"
 ) -> dict[str, tuple[float, float]]:
-    """Δmetric = metric(perturbed) - metric(clean) of the same encoder (ΔFID by default), per
-    evaluation key, with an interval sqrt(ci_p^2 + ci_c^2) (independent repeats; common noise
+    """Δmetric = metric(perturbed) - metric(clean) of the same encoder and generator arm (ΔFID
+    by default), per evaluation key, with an interval sqrt(ci_p^2 + ci_c^2) (independent repeats; common noise
     makes it conservative)."""
-    clean = {r.encoder_key: r.metrics for r in evaluations if r.recipe == "none"}
+    clean = {(r.encoder_key, r.arm): r.metrics for r in evaluations if r.recipe == "none"}
     gaps = {}
     for record in evaluations:
-        base = clean.get(record.encoder_key)
+        base = clean.get((record.encoder_key, record.arm))
         if base is None or metric not in base:
             continue
         metrics = record.metrics
@@ -77,21 +78,24 @@ def condition_label(recipe: str, budget: int) -> str:
 
 
 def summary_rows(evaluations: list[Evaluation], gaps: dict[str, tuple[float, float]]) -> list[dict]:
-    """One row per (fraction, w_distill, recipe, budget): means over seeds with 95 % intervals
+    """One row per (fraction, w_distill, generator arm, recipe, budget): means over seeds with
+    95 % intervals
     across seeds (with one seed, the interval over generation repeats)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in evaluations:
-        group = (record.fraction, record.w_distill, record.recipe, record.budget)
+        group = (record.fraction, record.w_distill, record.arm, record.recipe, record.budget)
         groups[group].append(record)
     headline = headline_metric(evaluations)
     drops = robustness_gaps(evaluations, headline) if headline == "accuracy_top1" else {}
     rows = []
-    for (fraction, w_distill, recipe, budget), records in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2] != "none", kv[0][2:])
+    for (fraction, w_distill, arm, recipe, budget), records in sorted(
+        groups.items(),
+        key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2], kv[0][3] != "none", kv[0][3:]),
     ):
         row = {
             "fraction": fraction,
             "w_distill": w_distill,
+            "generator": arm,
             "condition": condition_label(recipe, budget),
             "recipe": recipe,
             "budget": budget,
@@ -119,8 +123,10 @@ def summary_rows(evaluations: list[Evaluation], gaps: dict[str, tuple[float, flo
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table."""
     show_w = len({r["w_distill"] for r in rows if r["w_distill"] is not None}) > 1
+    show_arm = len({r.get("generator", "frozen") for r in rows}) > 1
     headline = row_headline(rows)
     header = ["fraction", "pairs"] + (["w_distill"] if show_w else [])
+    header += ["generator"] if show_arm else []
     header += ["condition", "seeds", "FID", "ΔFID", HEADLINES[headline]]
     header += ["accuracy drop"] if headline == "accuracy_top1" else []
     lines = []
@@ -138,6 +144,7 @@ def format_table(rows: list[dict]) -> str:
         cells += (
             [f"{row['w_distill']:g}" if row["w_distill"] is not None else "—"] if show_w else []
         )
+        cells += [row.get("generator", "frozen")] if show_arm else []
         cells += [
             row["condition"],
             str(row["seeds"]),

@@ -357,14 +357,15 @@ def write_findings(config_path: Path, overrides: list[str], out: Path, command: 
 
 CAVEATS = [
     "- This is the in-domain reading of the question (fine-tune on Action3D's training "
-    "subjects, score on its test subjects) at CPU scale: 24-step fine-tunes of the MiniLM "
-    "tower at one loss weight (w_distill 1.0 in this project's current units, not the "
-    "paper's λ), one generator trained for 1,500 steps on 288 motions and never adapted to "
-    "a fine-tuned encoder. A fine-tuned encoder's ΔFID mixes its robustness with the "
-    "generator's mismatch to its features. The curves describe this setting; they are not "
-    "MoCLIP's recipe and do not predict a GPU-scale run (`action3d.yaml`).",
-    "- Every fraction runs the same number of steps, so the smaller subsets are seen more "
-    "often: set size and passes over the data are confounded.",
+    "subjects, score on its test subjects) at CPU scale: MoCLIP's recipe (motion-only phase, "
+    "then joint training with the tether at λ 0.6) for 2 passes over each subset of the "
+    "MiniLM tower, not the authors' 50, at raised rates; the last step kept (Action3D has no "
+    "validation split); one generator trained for 1,500 steps on 288 motions, with the "
+    "frozen arm only (not adapted to a fine-tuned encoder), so a fine-tuned encoder's ΔFID "
+    "mixes its robustness with the generator's mismatch to its features. The curves "
+    "describe this setting and do not predict a GPU-scale run (`action3d.yaml`).",
+    "- Every fraction makes the same passes over its subset, so a larger subset also trains "
+    "for more steps: set size and training steps move together, as in the paper's setting.",
     "- The fractions are nested and share their seed, so the 4 points of one seed are not "
     "independent; with 3 seeds the t-interval has 2 degrees of freedom and is wide. A slope "
     "whose interval holds zero says the trend is not resolved at this size, not that there "

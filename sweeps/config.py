@@ -21,6 +21,8 @@ from moclip.training import FinetuneConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATA_KINDS = ("synthetic", "humanml3d", "kit", "action3d")
+GENERATOR_ARMS = ("frozen", "adapted", "both")
+ADAPTATION = ("generator", "adapt_steps", "adapt_lr_ratio")  # the arm's settings
 
 
 class ConfigError(ValueError):
@@ -92,11 +94,31 @@ class EvaluationConfig:
     seed: int = 0  # evaluator and generator training, noise seeds of generation
     # the action recogniser that scores an MSR Action3D study (data.kind: action3d)
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    # which generator scores a fine-tuned encoder: "frozen" (the one trained on the original
+    # encoder, the encoder swapped in), "adapted" (that generator trained on for adapt_steps on
+    # the encoder's own features and training subset, at adapt_lr_ratio of its learning rate;
+    # the MoCLIP authors' examples use 1/20), or "both", scored on the same prompts and noise
+    generator: str = "both"
+    adapt_steps: int = 200
+    adapt_lr_ratio: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("repeats", "ddim_steps", "evaluator_steps", "generator_steps"):
+        for name in (
+            "repeats", "ddim_steps", "evaluator_steps", "generator_steps", "adapt_steps"
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.generator not in GENERATOR_ARMS:
+            raise ValueError(
+                f"generator must be one of {', '.join(GENERATOR_ARMS)}, got {self.generator!r}"
+            )
+        if not 0 < self.adapt_lr_ratio <= 1:
+            raise ValueError(f"adapt_lr_ratio must be in (0, 1], got {self.adapt_lr_ratio}")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The generator arms scored: ("frozen",), ("adapted",) or both."""
+        return ("frozen", "adapted") if self.generator == "both" else (self.generator,)
 
 
 @dataclass(frozen=True)
@@ -277,11 +299,18 @@ class StudyConfig:
     def evaluation_key(self) -> dict:
         """The evaluation settings that decide a score, as the result keys hash them: the
         recogniser's only where it scores (MSR Action3D), so that the keys of the other
-        studies stay what they were before it existed."""
+        studies stay what they were before it existed; the adapted arm's settings only in
+        that arm's keys, so that the frozen arm's stay the same whichever arms run."""
         tree = _plain(dataclasses.asdict(self.evaluation))
         if self.data.kind != "action3d":
             tree.pop("recognizer")
+        for name in ADAPTATION:  # in the adapted arm's keys only (sweeps.plan)
+            tree.pop(name)
         return tree
+
+    def adaptation(self) -> dict:
+        """The generator arms and the adapted arm's training settings."""
+        return {name: getattr(self.evaluation, name) for name in ADAPTATION}
 
 
 def _plain(value):

@@ -80,13 +80,39 @@ class Scorer:
         self.labels = payload.get("labels")
         loader = load_recognizer if self.labels is not None else load_evaluator
         self.evaluator, _ = load_bytes(payload["evaluator"], loader, device)
-        self.generator, _ = load_bytes(payload["generator"], load_generator, device)
-        self.generator.config = sampling_config(self.generator.config, self.study)
+        generator, _ = load_bytes(payload["generator"], load_generator, device)
+        self.use_generator(generator)
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
         self.transfer = {
             key: [PerturbedPrompt(**row) for row in rows]
             for key, rows in payload["transfer"].items()
         }
+
+    def use_generator(self, generator) -> None:
+        """Score with `generator` (the frozen one, or an adapted one), sampling as configured."""
+        generator.config = sampling_config(generator.config, self.study)
+        self.generator = generator
+
+    def adapted_generator(self, job, embedder, root: str, fingerprints: dict, device):
+        """The frozen generator trained on for `job`'s encoder (`embedder`): on its fine-tune's
+        nested training subset (fraction and seed as the fine-tune drew it), conditioned on
+        its features, for `evaluation.adapt_steps` at `adapt_lr_ratio` of the rate."""
+        from moclip.data.subsets import nested_subset
+        from moclip.generation.train_generator import GENERATOR_LR, adapt_generator
+
+        evaluation = self.study.evaluation
+        train = node_split(self.study, root, "train", fingerprints.get("train"))
+        subset = train.subset(nested_subset(train.motion_ids, job.fraction, job.seed))
+        adapted, _ = adapt_generator(
+            self.generator,
+            subset,
+            embedder,
+            evaluation.adapt_steps,
+            lr=GENERATOR_LR * evaluation.adapt_lr_ratio,
+            seed=evaluation.seed,
+            device=device,
+        )
+        return adapted
 
     def perturbed(self, recipe: str, budget: int, embedder, count: int):
         """The first `count` prompts under (recipe, budget): None for clean prompts, the stored

@@ -26,6 +26,7 @@ def sweep_key(config: StudyConfig) -> str:
     # evaluation.ddim_steps and evaluation.guidance, in batches of generator.sample_batch
     tree["generator"] = config.generator.weights_dict()
     tree["evaluation"] = config.evaluation_key()
+    tree["evaluation"].update(config.adaptation())  # which arms, how the adapted one trains
     return digest(tree)
 
 

@@ -175,16 +175,26 @@ def search_group(config: StudyConfig, stage0: Stage0, fraction: float) -> str:
 def evaluation_jobs(
     config: StudyConfig, stage0: Stage0, encoders: list[FinetuneJob]
 ) -> list[EvaluationJob]:
-    """One evaluation per encoder x condition (an evaluation's key does not depend on its
-    encoder's checkpoint: the jobs are known before the fine-tunes run)."""
+    """One evaluation per encoder x condition x generator arm (the original encoder only with
+    the frozen generator, which was trained on its features). An evaluation's key does not
+    depend on its encoder's checkpoint, so the jobs are known before the fine-tunes run; the
+    frozen arm's keys are what they were before arms existed."""
     shared = scoring_key(config, stage0)
+    adaptation = config.adaptation()
+    adaptation.pop("generator")
     jobs = []
-    for encoder, (recipe, budget) in product(encoders, conditions(config)):
+    for arm, encoder, (recipe, budget) in product(
+        config.evaluation.arms, encoders, conditions(config)
+    ):
+        if arm == "adapted" and encoder.is_baseline:
+            continue
         label = "clean" if recipe == "none" else f"{recipe} b{budget}"
+        parts = [shared, encoder.key, recipe, budget]
+        parts += [arm, adaptation] if arm == "adapted" else []
         jobs.append(
             EvaluationJob(
-                key="ev-" + digest([shared, encoder.key, recipe, budget]),
-                name=f"eval {encoder.name} | {label}",
+                key="ev-" + digest(parts),
+                name=f"eval {encoder.name} | {label}" + (" | adapted" if arm == "adapted" else ""),
                 encoder_key=encoder.key,
                 fraction=encoder.fraction,
                 seed=encoder.seed,
@@ -195,6 +205,7 @@ def evaluation_jobs(
                 budget=budget,
                 lr_text=encoder.lr_text,
                 lr_motion=encoder.lr_motion,
+                arm=arm,
             )
         )
     return jobs

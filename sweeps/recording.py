@@ -208,7 +208,7 @@ class Recorder:
 
     def record_evaluation(self, job: EvaluationJob, result: dict, checkpoint) -> str:
         perturbed = None
-        if checkpoint is not None:
+        if checkpoint is not None and job.recipe != "none":
             folder = self.store.folder / "sets"
             folder.mkdir(parents=True, exist_ok=True)
             with checkpoint.as_directory() as source:
@@ -220,6 +220,8 @@ class Recorder:
             job=job,
             metrics=numeric(result),
             perturbed=str(perturbed) if perturbed else None,
+            # the adapted arm's generator, which the encoder's other adapted evaluations read
+            checkpoint=checkpoint_uri(self.storage, checkpoint.path) if job.adapts else None,
         )
         self.store.put(record)
         self.log_evaluation(record)
@@ -240,6 +242,7 @@ class Recorder:
             job, "fraction", "n_pairs", "w_contrastive", "w_distill", "seed", "recipe", "budget"
         )
         params["encoder_key"] = job.encoder_key
+        params["generator"] = job.arm
         metrics = dict(record.metrics)
         if job.drift is not None:
             metrics["drift"] = job.drift
@@ -256,6 +259,7 @@ class Recorder:
                 "recipe": job.recipe,
                 "budget": str(job.budget),
                 "fraction": f"{job.fraction:g}",
+                "generator": job.arm,
             },
             artifacts=artifacts,
         )
@@ -305,6 +309,7 @@ class Recorder:
         if log_to_parent:
             for row in rows:
                 name = row["condition"].replace(" ", "_")
+                name += "" if row.get("generator", "frozen") == "frozen" else "_adapted"
                 metrics = {f"fid/{name}": row["fid"], f"{headline}/{name}": row[headline]}
                 if row["recipe"] != "none":
                     for gap in ("delta_fid", "accuracy_drop"):

@@ -88,6 +88,16 @@ class EvaluationJob(_Record):
     lr_motion: float | None = None
     checkpoint: str | None = None
     drift: float | None = None
+    # "frozen": the generator trained on the original encoder; "adapted": that generator
+    # trained on for this encoder (by its clean evaluation, which stores it), read from
+    # `generator` by the others once it is
+    arm: str = "frozen"
+    generator: str | None = None
+
+    @property
+    def adapts(self) -> bool:
+        """Whether this trial trains the adapted generator (the adapted arm's clean one)."""
+        return self.arm == "adapted" and self.recipe == "none"
 
 
 Job = FinetuneJob | SearchJob | EvaluationJob
@@ -139,6 +149,7 @@ def as_evaluation(record: TrialRecord) -> Evaluation:
         budget=job.budget,
         n_pairs=job.n_pairs,
         metrics=record.metrics,
+        arm=job.arm,
     )
 
 

@@ -167,6 +167,8 @@ class Sweep:
             by_encoder: dict[str, list] = {}
             for job in waiting:
                 by_encoder.setdefault(job.encoder_key, []).append(job)
+            # the adapted arm's generator, from the record of the evaluation that adapts it
+            adapting = {job.encoder_key: job.key for job in evaluations if job.adapts}
             searcher = FinetunesThenEvaluations(
                 training,
                 by_encoder,
@@ -174,6 +176,7 @@ class Sweep:
                 models_ready=lambda: self.ready_models(stage0, wait=False),
                 wait_for_models=lambda: self.ready_models(stage0),
                 max_finetunes=finetune_slots(config),
+                adapted=lambda key: getattr(store.get(adapting.get(key, "")), "checkpoint", None),
             )
             tallies = {
                 "finetune": Tally("stage 1", len(training), recorder.record_finetune),

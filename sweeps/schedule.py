@@ -25,8 +25,10 @@ class FinetunesThenEvaluations(Searcher):
     once `models_ready()` (the frozen evaluator and generator) and the encoder is out of
     `finetunes`' unfinished runs, with `encoder(key)` (its checkpoint and drift, or None when
     its fine-tune failed: its evaluations are then dropped and counted in `dropped`). With no
-    trial left to run meanwhile it blocks in `wait_for_models()`. A suggested config is
-    {"kind": "finetune" | "evaluation", "job": the job as a dict}."""
+    trial left to run meanwhile it blocks in `wait_for_models()`. An encoder's adapted-arm
+    evaluations wait for the one that adapts its generator (its clean evaluation), and take
+    the generator `adapted(key)` finds for it (none: they are dropped too). A suggested config
+    is {"kind": "finetune" | "evaluation", "job": the job as a dict}."""
 
     def __init__(
         self,
@@ -36,22 +38,26 @@ class FinetunesThenEvaluations(Searcher):
         models_ready: Callable[[], bool],
         wait_for_models: Callable[[], None],
         max_finetunes: int,
+        adapted: Callable[[str], str | None] = lambda key: None,
     ) -> None:
         super().__init__()
         self.queue: list[FinetuneJob | EvaluationJob] = list(finetunes)
         self.training = {job.key for job in finetunes}  # fine-tunes not yet ended
         self.waiting = {key: list(jobs) for key, jobs in evaluations.items() if jobs}
         self.encoder = encoder
+        self.adapted = adapted
         self.models_ready = models_ready
         self.wait_for_models = wait_for_models
         self.max_finetunes = max(1, max_finetunes)
         self.trials: dict[str, dict] = {}  # running: trial id -> its suggested config
         self.dropped: list[str] = []  # names of evaluations whose encoder has no fine-tune
+        self.held: dict[str, list[EvaluationJob]] = {}  # adapted arm, waiting for its generator
+        self.adapting: set[str] = set()  # encoders whose generator is being adapted
 
     def suggest(self, trial_id: str) -> dict | str | None:
         self.release()
         if not self.queue:
-            return None if self.waiting else Searcher.FINISHED
+            return None if self.waiting or self.held else Searcher.FINISHED
         # nothing while the fine-tunes fill their slots: with Ray Train workers a fine-tune's
         # trial holds no CPU itself, and an evaluation would take the one its workers wait for
         finetunes = sum(config["kind"] == "finetune" for config in self.trials.values())
@@ -63,7 +69,9 @@ class FinetunesThenEvaluations(Searcher):
 
     def release(self) -> None:
         """Queue the evaluations of every encoder whose fine-tune has ended, once the models
-        are ready (waiting for them when nothing else can run meanwhile)."""
+        are ready (waiting for them when nothing else can run meanwhile), and the adapted
+        arm's held ones whose generator is adapted."""
+        self.release_adapted()
         ready = [key for key in self.waiting if key not in self.training]
         if not ready:
             return
@@ -77,12 +85,38 @@ class FinetunesThenEvaluations(Searcher):
             if encoder is None:
                 self.dropped += [job.name for job in jobs]
                 continue
-            self.queue += [dataclasses.replace(job, **encoder) for job in jobs]
+            jobs = [dataclasses.replace(job, **encoder) for job in jobs]
+            self.queue += [job for job in jobs if job.arm != "adapted"]
+            adapted = [job for job in jobs if job.arm == "adapted"]
+            first = [job for job in adapted if job.adapts]
+            if adapted and first and self.adapted(key) is None:
+                self.queue += first  # it adapts the generator; the rest wait for it
+                self.adapting.add(key)
+                adapted = [job for job in adapted if not job.adapts]
+            if adapted:
+                self.held[key] = adapted
+        self.release_adapted()
+
+    def release_adapted(self) -> None:
+        """Queue the held adapted-arm evaluations of every encoder whose generator is adapted
+        (with it), dropping them where its adaptation failed."""
+        for key in [key for key in self.held if key not in self.adapting]:
+            jobs = self.held.pop(key)
+            generator = self.adapted(key)
+            if generator is None:
+                self.dropped += [job.name for job in jobs]
+                continue
+            self.queue += [dataclasses.replace(job, generator=generator) for job in jobs]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         config = self.trials.pop(trial_id, None)
-        if config is not None and config["kind"] == "finetune":
-            self.training.discard(config["job"]["key"])
+        if config is None:
+            return
+        job = config["job"]
+        if config["kind"] == "finetune":
+            self.training.discard(job["key"])
+        elif job.get("arm") == "adapted" and job["recipe"] == "none":
+            self.adapting.discard(job["encoder_key"])
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing: a rerun of the sweep finds its finished trials in the sweep's result store,

@@ -28,6 +28,7 @@ from sweeps.plan import SEARCHED
 from sweeps.records import PERTURBED_FILE, EvaluationJob, job_from_dict
 
 CHECKPOINT_FILE = "moclip.pt"
+GENERATOR_FILE = "generator.pt"  # an adapted arm's generator, in its clean evaluation's checkpoint
 REPORT_FILE = "report.json"  # beside a fine-tune's checkpoint: the metrics reported with it
 # Worker-group start-ups that may time out (e.g. waiting for resources) before a trial fails;
 # Ray's default retries forever.
@@ -228,10 +229,15 @@ def load_encoder(study: StudyConfig, checkpoint: str | None, device):
     return TextEmbedder(model.text, tokenizer)
 
 
-def evaluation_trial(trial_config: dict, payload: dict) -> None:
+def evaluation_trial(
+    trial_config: dict, payload: dict, root: str = "", fingerprints: dict | None = None
+) -> None:
     """A Tune trial: generate from one encoder's (perturbed) prompts, score with the evaluator
-    against the clean prompts, and report every metric (and the perturbed set as a checkpoint)."""
+    against the clean prompts, and report every metric (and the perturbed set as a checkpoint).
+    In the adapted arm the generator is the one adapted to this encoder: trained here by the
+    arm's clean evaluation (and reported in its checkpoint), read from it by the others."""
     from moclip.attacks.perturb import write_set
+    from moclip.generation.diffusion import load_generator, save_generator
     from sweeps.data import assigned_device
     from sweeps.stage0 import resolve_models
 
@@ -243,14 +249,30 @@ def evaluation_trial(trial_config: dict, payload: dict) -> None:
     device = assigned_device()
     scorer = Scorer(resolve_models(payload), device)
     embedder = load_encoder(study, job.checkpoint, device)
+    adapted = None
+    if job.adapts:
+        adapted = scorer.adapted_generator(job, embedder, root, fingerprints or {}, device)
+        scorer.use_generator(adapted)
+    elif job.arm == "adapted":
+        with ray.train.Checkpoint(job.generator).as_directory() as folder:
+            scorer.use_generator(load_generator(Path(folder) / GENERATOR_FILE, device)[0])
     recipe, budget = job.recipe, job.budget
     metrics, records = scorer.score(embedder, recipe, budget)
     metrics["eval_seconds"] = round(time.monotonic() - started, 1)
-    if records is None:
+    if records is None and adapted is None:
         ray.tune.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        write_set(Path(folder) / PERTURBED_FILE, records, {"recipe": recipe, "budget": budget})
+        if records is not None:
+            set_info = {"recipe": recipe, "budget": budget}
+            write_set(Path(folder) / PERTURBED_FILE, records, set_info)
+        if adapted is not None:
+            save_generator(
+                Path(folder) / GENERATOR_FILE,
+                adapted.cpu(),
+                (fingerprints or {}).get("train", ""),
+                {"adapted_to": job.encoder_key, "steps": study.evaluation.adapt_steps},
+            )
         (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
@@ -268,6 +290,6 @@ def stage_trial(
     evaluation. One trainable for both lets Tune hand a finished trial's process (its imports
     done) to the next trial of either kind."""
     if trial_config["kind"] == "evaluation":
-        evaluation_trial(trial_config, payload)
+        evaluation_trial(trial_config, payload, root, fingerprints)
     else:
         finetune_trial(trial_config, study, root, run_name, storage, fingerprints=fingerprints)

@@ -174,3 +174,27 @@ def test_ema_generator_holds_the_average_of_the_trained_weights(trained):
     assert any(not torch.equal(a, b) for a, b in zip(averaged, last))
     with pytest.raises(ValueError, match="ema_decay"):
         DiffusionConfig(ema_decay=1.0)
+
+
+def test_an_adapted_generator_is_a_trained_on_copy_for_the_new_encoder(trained):
+    """Adapting trains a copy on another encoder's features at a lower rate: its weights and
+    samples differ from the frozen generator's, which stays as it was, and the same seed
+    adapts to the same weights."""
+    from moclip.generation.train_generator import adapt_generator
+
+    train, embedder, generator, *_ = trained
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    other, tokenizer, _ = build_text_encoder(
+        TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2, seed=5)
+    )
+    fine_tuned = TextEmbedder(other, tokenizer)
+    adapted, losses = adapt_generator(generator, train, fine_tuned, steps=6, batch_size=16)
+    again, _ = adapt_generator(generator, train, fine_tuned, steps=6, batch_size=16)
+    assert len(losses) == 6 and adapted.encoder_id == fine_tuned.identity
+    assert all(torch.equal(v, generator.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, adapted.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in adapted.state_dict().items())
+    prompts = ["a person walks forward."]
+    frozen = generator.generate(prompts, [40], fine_tuned, [1])[0]
+    moved = adapted.generate(prompts, [40], fine_tuned, [1])[0]
+    assert not np.allclose(frozen, moved)

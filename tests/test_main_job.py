@@ -138,7 +138,8 @@ def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
 def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_them(tmp_path):
     # long enough fine-tunes, with checkpoints, for a worker to die mid-way
     steps = ("finetune.epochs=0", "finetune.steps=16", "ray.checkpoint_every=4")
-    args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps)
+    # both generator arms: the frozen one and the one adapted to each fine-tuned encoder
+    args = ("--config", str(SMOKE), f"workdir={tmp_path}", *steps, "evaluation.generator=both")
     code, output = run_killing_a_train_worker(tmp_path, args, PLANTED)
     assert code == 0, output[-3000:]
     # the killed worker's fine-tune restarted from its last checkpoint and gives the numbers of
@@ -150,12 +151,12 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     for name, value in expected.items():
         assert resumed["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
     assert "[stage 1] 2 fine-tunes: 0 finished earlier, 2 to run" in output
-    assert "[stage 2] 6 evaluations" in output
+    assert "[stage 2] 10 evaluations" in output  # 3 encoders x 2 frozen, 2 x 2 adapted
     assert "0 (original)" in output and "char-swap b1" in output
 
     client, runs, kinds = smoke_runs(tmp_path)
     parents, finetunes, evaluations = kinds["sweep"], kinds["finetune"], kinds["evaluation"]
-    assert (len(parents), len(finetunes), len(evaluations)) == (1, 3, 6)
+    assert (len(parents), len(finetunes), len(evaluations)) == (1, 3, 10)
     parent = parents[0]
     assert parent.data.tags["code_version"] != "" and "data_fingerprint" in parent.data.tags
     # the vector kernels torch used decide the last digits on a CPU
@@ -170,6 +171,31 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
         if run.data.params["recipe"] != "none":
             assert "delta_fid" in run.data.metrics
             assert client.list_artifacts(run.info.run_id, "perturbed_prompts")
+    # each fine-tuned encoder's adapted generator: trained once by its clean adapted
+    # evaluation, stored in that trial's checkpoint, read by its attacked one
+    stored = {
+        json.loads(p.read_text())["job"]["encoder_key"]: json.loads(p.read_text())
+        for p in (tmp_path / "results").glob("ev-*.json")
+        if json.loads(p.read_text())["job"].get("arm") == "adapted"
+        and json.loads(p.read_text())["job"]["recipe"] == "none"
+    }
+    assert len(stored) == 2
+    for record in stored.values():
+        assert (Path(record["checkpoint"]) / "generator.pt").is_file()
+    attacked = [
+        json.loads(p.read_text())["job"] for p in (tmp_path / "results").glob("ev-*.json")
+    ]
+    attacked = [job for job in attacked if job.get("arm") == "adapted" and job["recipe"] != "none"]
+    assert sorted(job["generator"] for job in attacked) == sorted(
+        record["checkpoint"] for record in stored.values()
+    )
+    clean = {
+        (run.data.params["encoder_key"], run.data.params["generator"]): run.data.metrics["fid"]
+        for run in evaluations
+        if run.data.params["recipe"] == "none"
+    }
+    for key in stored:  # the adapted generator makes other motions than the frozen one
+        assert clean[(key, "adapted")] != clean[(key, "frozen")]
     trained = [r for r in finetunes if r.data.params["fraction"] != "0.0"]
     assert all(client.list_artifacts(r.info.run_id, "checkpoint") for r in trained)
     assert client.list_artifacts(parent.info.run_id, "results")
@@ -190,7 +216,7 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     assert second.returncode == 0, second.stderr[-3000:]
     assert "[stage 0] reusing generator" in second.stdout
     assert "2 finished earlier, 0 to run" in second.stdout
-    assert "6 finished earlier, 0 to run" in second.stdout
+    assert "10 finished earlier, 0 to run" in second.stdout  # adapted generators too
     assert len(smoke_runs(tmp_path)[1]) == len(runs)
 
 

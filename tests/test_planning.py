@@ -131,7 +131,20 @@ def test_the_grid_plans_one_fine_tune_per_point_with_distinct_stable_keys(config
 def test_evaluations_cover_every_encoder_and_condition_whatever_the_checkpoint(config, stage0):
     encoders = [baseline_encoder(config), *finetune_jobs(config, stage0)]
     jobs = evaluation_jobs(config, stage0, encoders)
-    assert len(jobs) == len(encoders) * len(conditions(config))
+    assert config.evaluation.arms == ("frozen", "adapted")
+    # both arms for every fine-tuned encoder; the original encoder only with the frozen one
+    assert len(jobs) == (2 * len(encoders) - 1) * len(conditions(config))
+    adapting = [job for job in jobs if job.adapts]
+    assert len(adapting) == len(encoders) - 1 and all(job.recipe == "none" for job in adapting)
+    # the frozen arm's keys do not depend on which arms run or how the adapted one trains
+    frozen_only = load_config(DEFAULT, [f"workdir={config.workdir}", "evaluation.generator=frozen"])
+    alone = evaluation_jobs(frozen_only, stage0, encoders)
+    assert [job.key for job in alone] == [job.key for job in jobs if job.arm == "frozen"]
+    longer = load_config(DEFAULT, [f"workdir={config.workdir}", "evaluation.adapt_steps=7"])
+    moved = {job.key for job in evaluation_jobs(longer, stage0, encoders)}
+    assert {job.key for job in jobs if job.arm == "frozen"} < moved
+    assert not moved & {job.key for job in jobs if job.arm == "adapted"}
+    jobs = alone
     assert conditions(config)[0] == ("none", 0)
     assert ("greedy", max(config.attacks.budgets)) in conditions(config)
     assert len({job.key for job in jobs}) == len(jobs)

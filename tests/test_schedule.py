@@ -110,3 +110,56 @@ def test_a_failed_fine_tunes_evaluations_are_dropped_and_the_models_awaited_only
         "eval ft-c 1",
     ]
     assert searcher.suggest("e5") == Searcher.FINISHED
+
+
+def test_an_encoders_adapted_arm_waits_for_the_evaluation_that_adapts_its_generator():
+    """The adapted arm's clean evaluation (which adapts the generator) goes out with the frozen
+    arm; the encoder's other adapted evaluations follow once it is recorded, each given the
+    adapted generator; an encoder whose adaptation failed has them dropped; one whose
+    generator was adapted in an earlier sweep releases them at once."""
+    import dataclasses
+
+    def arm_jobs(encoder: str) -> list[EvaluationJob]:
+        frozen = [dataclasses.replace(j, recipe=r, budget=b) for j, (r, b) in
+                  zip(jobs(encoder, 2), [("none", 0), ("char-swap", 1)])]
+        adapted = [
+            dataclasses.replace(j, key=j.key + "-ad", arm="adapted") for j in frozen
+        ]
+        return frozen + adapted
+
+    finetunes = [FinetuneJob(key, key, 0.5, 0, 1.0, 1.0, n_pairs=10) for key in ("a", "b", "c")]
+    generators = {"c": "/ray/earlier/generator"}  # adapted in an earlier sweep
+    evaluations = {ft.key: arm_jobs(ft.key) for ft in finetunes}
+    # c's adapting evaluation finished in that sweep: only its other adapted one waits
+    evaluations["c"] = [job for job in evaluations["c"] if job.key != "ev-c-0-ad"]
+    searcher = FinetunesThenEvaluations(
+        finetunes,
+        evaluations,
+        encoder=lambda key: {"checkpoint": f"/ckpt/{key}", "drift": 0.9},
+        models_ready=lambda: True,
+        wait_for_models=lambda: None,
+        max_finetunes=3,
+        adapted=generators.get,
+    )
+    for i, ft in enumerate(finetunes):
+        assert searcher.suggest(f"f{i}")["job"]["key"] == ft.key
+    for i in range(3):
+        searcher.on_trial_complete(f"f{i}", result={})
+    out = {}
+    while (config := searcher.suggest(f"e{len(out)}")) is not None:
+        out[config["job"]["key"]] = (f"e{len(out)}", config["job"])
+    held = {"ev-a-1-ad", "ev-b-1-ad"}
+    assert set(out) == {f"ev-{e}-{i}" for e in "abc" for i in (0, 1)} | {
+        "ev-a-0-ad", "ev-b-0-ad", "ev-c-1-ad"
+    }
+    assert out["ev-c-1-ad"][1]["generator"] == "/ray/earlier/generator"
+    assert out["ev-a-0-ad"][1]["generator"] is None  # it adapts the generator itself
+    assert not held & set(out) and searcher.suggest("x") is None  # waiting, not finished
+    generators["a"] = "/ray/a/generator"  # a's adaptation recorded; b's failed
+    searcher.on_trial_complete(out["ev-a-0-ad"][0], result={})
+    searcher.on_trial_complete(out["ev-b-0-ad"][0], result={})
+    released = searcher.suggest("y")
+    assert released["job"]["key"] == "ev-a-1-ad"
+    assert released["job"]["generator"] == "/ray/a/generator"
+    assert searcher.dropped == ["eval b 1"]
+    assert searcher.suggest("z") == Searcher.FINISHED

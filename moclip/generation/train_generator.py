@@ -9,6 +9,7 @@ Caption embeddings come from the frozen original encoder and are computed once u
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -30,12 +31,15 @@ from moclip.text_encoders import (
 )
 
 
+GENERATOR_LR = 2e-4
+
+
 def train_generator(
     train: MotionDataset,
     embedder: TextEmbedder,
     steps: int = 3000,
     batch_size: int = 64,
-    lr: float = 2e-4,
+    lr: float = GENERATOR_LR,
     seed: int = 0,
     config: DiffusionConfig = DiffusionConfig(),
     log_every: int = 100,
@@ -43,20 +47,70 @@ def train_generator(
 ) -> tuple[DiffusionGenerator, list[float]]:
     """The generator (on `device`) and its per-step losses. With `config.ema_decay` > 0 the
     returned weights are the exponential moving average of the trained ones."""
-    pairs = PairSet(train)
-    captions = sorted({c.text for item in train.items for c in item.captions})
-    started = time.monotonic()
-    embedded = dict(zip(captions, embedder(captions)))
-    print(
-        f"[generator] embedded {len(captions)} captions in {time.monotonic() - started:.0f} s",
-        flush=True,
-    )
+    embedded = _embed_captions(train, embedder, log_every)
     torch.manual_seed(seed)
     width = next(iter(embedded.values())).shape[-1]
     generator = DiffusionGenerator(
         train.skeleton.feature_dim, width, train.mean, train.std, config, embedder.identity
     )
     generator.to(device)
+    losses = _train(generator, train, embedded, steps, batch_size, lr, seed, log_every, device)
+    return generator, losses
+
+
+def adapt_generator(
+    generator: DiffusionGenerator,
+    train: MotionDataset,
+    embedder: TextEmbedder,
+    steps: int,
+    lr: float = GENERATOR_LR / 20,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[DiffusionGenerator, list[float]]:
+    """A copy of `generator` trained on for `steps` steps on `train` conditioned on `embedder`'s
+    features (a fine-tuned encoder's), at `lr` (the MoCLIP authors' examples continue their
+    generators at a twentieth of the learning rate): the adapted arm. `generator` is untouched."""
+    adapted = copy.deepcopy(generator)
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(True)
+    adapted.encoder_id = embedder.identity
+    adapted.to(device)
+    embedded = _embed_captions(train, embedder, log_every=0)
+    torch.manual_seed(seed)  # dropout's draws
+    losses = _train(adapted, train, embedded, steps, batch_size, lr, seed, 0, device)
+    return adapted, losses
+
+
+def _embed_captions(train: MotionDataset, embedder: TextEmbedder, log_every: int) -> dict:
+    captions = sorted({c.text for item in train.items for c in item.captions})
+    started = time.monotonic()
+    embedded = dict(zip(captions, embedder(captions)))
+    if log_every:
+        print(
+            f"[generator] embedded {len(captions)} captions in "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
+    return embedded
+
+
+def _train(
+    generator: DiffusionGenerator,
+    train: MotionDataset,
+    embedded: dict,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    log_every: int,
+    device: torch.device | str,
+) -> list[float]:
+    """`steps` AdamW steps of the denoising loss on `train`'s pairs (length-bucketed batches),
+    the EMA of the weights kept where `generator.config.ema_decay` > 0; leaves it in eval mode."""
+    config = generator.config
+    pairs = PairSet(train)
+    started = time.monotonic()
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
     sampler = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -89,7 +143,7 @@ def train_generator(
     for weight, average in zip(weights, averages):
         weight.copy_(average)
     generator.eval()
-    return generator, losses
+    return losses
 
 
 def main(argv: list[str] | None = None) -> int:
