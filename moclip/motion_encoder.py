@@ -189,23 +189,37 @@ class MotionEncoder(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        stride = self.config.frame_stride
-        features, mask = features[:, ::stride], mask[:, ::stride]
+        features, mask = strided(features, mask, self.config)
         batch, frames, _ = features.shape
-        if frames > self.config.max_frames:
-            raise ValueError(
-                f"{frames} frames after stride {stride} exceed max_frames="
-                f"{self.config.max_frames} of the motion encoder"
-            )
         x = self.joint_in(self.joint_tokens(features)) + self.joint_embedding
         x = self.spatial_attention(x.reshape(batch * frames, self.skeleton.num_joints, -1))
         x = self.frame_proj(x.reshape(batch, frames, -1)) + self.positions[:frames]
-        padding = ~mask
-        for layer in self.temporal:
-            x = layer(x, src_key_padding_mask=padding)
-        weights = mask.to(x.dtype)[..., None]
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.out_proj(self.out_norm(pooled))
+        return temporal_pooled(self, x, mask)
+
+
+def strided(
+    features: torch.Tensor, mask: torch.Tensor, config: MotionEncoderConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every `frame_stride`-th frame, at most `max_frames` of them (else a ValueError)."""
+    stride = config.frame_stride
+    features, mask = features[:, ::stride], mask[:, ::stride]
+    if features.shape[1] > config.max_frames:
+        raise ValueError(
+            f"{features.shape[1]} frames after stride {stride} exceed max_frames="
+            f"{config.max_frames} of the motion encoder"
+        )
+    return features, mask
+
+
+def temporal_pooled(encoder: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The encoder's temporal layers over (B, T, W) frames (padding masked), the mean of the
+    valid frames, its output norm and projection: (B, out_width)."""
+    padding = ~mask
+    for layer in encoder.temporal:
+        x = layer(x, src_key_padding_mask=padding)
+    weights = mask.to(x.dtype)[..., None]
+    pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return encoder.out_proj(encoder.out_norm(pooled))
 
 
 def body_parts(skeleton: Skeleton) -> list[tuple[str, tuple[int, ...]]]:
@@ -293,14 +307,8 @@ class PartsMotionEncoder(nn.Module):
         self.out_proj = nn.Linear(config.temporal_width, out_width)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        stride = self.config.frame_stride
-        features, mask = features[:, ::stride], mask[:, ::stride]
+        features, mask = strided(features, mask, self.config)
         frames = features.shape[1]
-        if frames > self.config.max_frames:
-            raise ValueError(
-                f"{frames} frames after stride {stride} exceed max_frames="
-                f"{self.config.max_frames} of the motion encoder"
-            )
         per_part = []
         for i, (positions, velocities) in enumerate(zip(self.position_mlps, self.velocity_mlps)):
             x = features[..., getattr(self, f"index_{i}")]
@@ -308,12 +316,7 @@ class PartsMotionEncoder(nn.Module):
             v = torch.cat((torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]), dim=1)
             per_part += [positions(x), velocities(v)]
         x = self.norm_in(self.embed(torch.cat(per_part, dim=-1))) + self.positions[:frames]
-        padding = ~mask
-        for layer in self.temporal:
-            x = layer(x, src_key_padding_mask=padding)
-        weights = mask.to(x.dtype)[..., None]
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.out_proj(self.out_norm(pooled))
+        return temporal_pooled(self, x, mask)
 
 
 def build_motion_encoder(
