@@ -58,7 +58,7 @@ SINGLE = ["grid.fractions=[1.0]", "grid.seeds=[0]", "attacks.recipes=[]"]
 
 
 def overrides(workdir: Path, steps: int, extra: list[str]) -> list[str]:
-    return [*BASE, f"workdir={workdir}", f"finetune.epochs=0", f"finetune.steps={steps}", *extra]
+    return [*BASE, f"workdir={workdir}", "finetune.epochs=0", f"finetune.steps={steps}", *extra]
 
 
 def listed(values: list) -> str:

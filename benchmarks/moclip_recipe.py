@@ -27,12 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from common import describe_device
 from scipy import stats
 
-from common import describe_device
 from moclip.data.action3d import load_action3d
 from moclip.data.dataset import MotionDataset, load_dataset
 from moclip.data.synthetic import build_corpus

@@ -6,9 +6,8 @@ import torch
 
 from moclip.data.dataset import load_dataset
 from moclip.evaluation.evaluate import evaluate
-from moclip.evaluation.evaluator import load_evaluator, save_evaluator
+from moclip.evaluation.evaluator import EvaluatorConfig, load_evaluator, save_evaluator
 from moclip.evaluation.train_evaluator import ground_truth_figures, train_evaluator
-from moclip.evaluation.evaluator import EvaluatorConfig
 from moclip.generation.diffusion import (
     DiffusionConfig,
     cosine_alpha_bar,
@@ -182,7 +181,7 @@ def test_an_adapted_generator_is_a_trained_on_copy_for_the_new_encoder(trained):
     adapts to the same weights."""
     from moclip.generation.train_generator import adapt_generator
 
-    train, embedder, generator, *_ = trained
+    train, _, generator, *_ = trained
     before = {k: v.clone() for k, v in generator.state_dict().items()}
     other, tokenizer, _ = build_text_encoder(
         TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2, seed=5)

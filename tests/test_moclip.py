@@ -15,6 +15,7 @@ from moclip.losses import (
     false_negative_mask,
     weighted_loss,
 )
+from moclip.metrics import r_precision
 from moclip.model import CheckpointMeta, build_moclip, load_checkpoint, save_checkpoint
 from moclip.motion_encoder import (
     MotionEncoder,
@@ -26,7 +27,6 @@ from moclip.motion_encoder import (
     skeleton_attention_mask,
 )
 from moclip.pairs import PairSet, collate_pairs, stable_key
-from moclip.metrics import r_precision
 from moclip.retrieval import (
     evaluate_retrieval,
     recall_metrics,
@@ -99,7 +99,7 @@ def test_motion_encoder_ignores_padding(config):
 def test_the_authors_body_parts_on_the_humanml3d_skeleton():
     """models/motion_clip.py's t2m parts: root [0], torso [0,3,6,9,12,15], arms [14,17,19,21]
     and [13,16,18,20], legs [2,5,8,11] and [1,4,7,10], hands [19,21,18,20], feet [8,11,18,20]."""
-    parts = dict()
+    parts = {}
     for name, joints in body_parts(SKELETONS["humanml3d"]):
         parts.setdefault(name, []).append(set(joints))
     assert parts["root"] == [{0}] and parts["torso"] == [{0, 3, 6, 9, 12, 15}]
@@ -116,7 +116,7 @@ def test_a_moclip_with_the_parts_encoder_trains(small_pairs):
     encoder = build_motion_encoder(SKELETONS["humanml3d"], 8, SMALL_PARTS)
     assert isinstance(encoder, PartsMotionEncoder) and len(encoder.position_mlps) == 8
     train, pairs = small_pairs
-    model, tokenizer, teacher, _, history = _fit(pairs, train.skeleton, steps=3, motion=SMALL_PARTS)
+    model, *_, history = _fit(pairs, train.skeleton, steps=3, motion=SMALL_PARTS)
     assert isinstance(model.motion, PartsMotionEncoder) and len(history) == 3
     assert all(np.isfinite(h["loss"]) for h in history)
 
@@ -198,7 +198,9 @@ def test_distillation_and_alignment_terms():
     # opposite unit vectors differ by 4 in squared length, 4 / 8 per element
     assert distillation_loss(x, -x).item() == pytest.approx(0.5, rel=1e-6)
     student, teacher = np.random.default_rng(0).normal(size=(2, 5, 384))
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
     mse = float(np.mean((unit(student) - unit(teacher)) ** 2))
     tether = distillation_loss(torch.tensor(student), torch.tensor(teacher)).item()
     assert tether == pytest.approx(mse, rel=1e-9)

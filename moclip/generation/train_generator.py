@@ -30,7 +30,6 @@ from moclip.text_encoders import (
     build_text_encoder,
 )
 
-
 GENERATOR_LR = 2e-4
 
 
