@@ -124,15 +124,18 @@ def run_killing_a_local_trial(tmp_path: Path, args: tuple, last_step: int) -> tu
 
 
 def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
-    """The final loss and test scores of the record's fine-tune, run in one go in this process."""
+    """The final loss, the validation's chosen step and the test scores of the record's
+    fine-tune, run in one go in this process."""
     from sweeps.data import data_root
     from sweeps.jobs import prepare_finetune
     from sweeps.records import FinetuneJob
 
     torch.set_num_threads(1)  # as the Ray worker
     run = prepare_finetune(config, FinetuneJob.from_dict(record["job"]), data_root(config))
-    history = run.fit("cpu")
-    return {"loss": history[-1]["loss"], **run.test_scores(run.model, torch.device("cpu"))}
+    history = run.fit("cpu", on_step=lambda step, _: run.validate(step, "cpu"))
+    chosen = run.select()
+    scores = run.test_scores(run.model, torch.device("cpu"))
+    return {"loss": history[-1]["loss"], **chosen, **scores}
 
 
 def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_them(tmp_path):
@@ -273,7 +276,8 @@ def test_a_fine_tune_restarted_after_its_final_checkpoint_keeps_its_loss_and_sco
     finally:
         ray.shutdown()
     assert failed_once.exists() and result.error is None
-    assert result.metrics["resumed_at_step"] == config.finetune.steps  # nothing left to train
+    # nothing left to train: restarted at its last step (the epoch's steps on the subset)
+    assert result.metrics["resumed_at_step"] == result.metrics["step"] > 0
     expected = uninterrupted_finetune(config, {"job": job})
     for name, value in expected.items():
         assert result.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
