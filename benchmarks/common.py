@@ -1,7 +1,8 @@
-"""What the benchmark scripts print about the machine they ran on."""
+"""What the benchmark scripts print about the machine they ran on, and the interval they share."""
 
 from __future__ import annotations
 
+import math
 import platform
 import threading
 
@@ -17,6 +18,14 @@ def describe_device(device: torch.device) -> str:
         kernels = torch.backends.cpu.get_cpu_capability()
         name = f"{platform.processor() or platform.machine()}, {kernels}"
     return f"{device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 class GpuBusy(threading.Thread):

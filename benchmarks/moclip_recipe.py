@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import describe_device
+from common import describe_device, wilson
 from scipy import stats
 
 from moclip.data.action3d import load_action3d
@@ -45,14 +45,6 @@ from moclip.training import FinetuneConfig
 RECIPE = FinetuneConfig(
     batch_size=32, lr_motion=3e-4, lr_text=2e-5, lr_motion_joint=1e-4, warmup_steps=2
 )
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a proportion."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def scores(run, test: MotionDataset, by_action: bool) -> dict[str, tuple[float, int, float]]:
@@ -91,7 +83,7 @@ def scores(run, test: MotionDataset, by_action: bool) -> dict[str, tuple[float, 
 def train(train, val, config, seed: int, spec, motion) -> tuple[object, dict, float]:
     run = build_finetune(spec, motion, dataclasses.replace(config, seed=seed), train, 1.0, val)
     started = time.monotonic()
-    run.fit("cpu", on_step=lambda step, _: run.validate(step, "cpu"))
+    run.fit("cpu")  # scoring the validation split at its steps
     chosen = run.select()
     return run, chosen, time.monotonic() - started
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import wilson
 
 from moclip.data.action3d import ACTIONS, load_action3d
 from moclip.evaluation.recognizer import (
@@ -43,14 +43,6 @@ CANDIDATES = {
 
 def subjects(data, chosen: tuple[int, ...]):
     return data.subset([m for m in data.motion_ids if int(m.split("_")[1][1:]) in chosen])
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a proportion."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def main() -> None:

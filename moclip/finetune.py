@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,11 +87,27 @@ class Finetune:
             std=self.train.std,
         )
 
-    def fit(self, device, model: torch.nn.Module | None = None, **options) -> list[dict]:
+    def fit(
+        self,
+        device,
+        model: torch.nn.Module | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        **options,
+    ) -> list[dict]:
         """`moclip.training.fit` on these pieces; `model` is the model as wrapped for training
-        (DDP, Ray Train), by default the plain one."""
+        (DDP, Ray Train), by default the plain one. At the validation steps every process
+        scores the validation split (`validate`, so all keep the same best weights) and the
+        step's metrics passed to `on_step` carry its figures (`val_score`, `val_t2m_R@k`)."""
+        trained = self.model if model is None else model
+        plain = getattr(trained, "module", trained)
+
+        def step_done(step: int, metrics: dict[str, float]) -> None:
+            metrics.update(self.validate(step, device, plain) or {})
+            if on_step is not None:
+                on_step(step, metrics)
+
         return fit(
-            self.model if model is None else model,
+            trained,
             self.pairs,
             self.tokenizer,
             self.teacher,
@@ -98,6 +115,7 @@ class Finetune:
             device,
             self.optimizer,
             self.scheduler,
+            on_step=step_done,
             **options,
         )
 
@@ -273,14 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        scored = run.validate(step, device)
+        scored = "val_score" in metrics
         if rank == 0 and (step % config.log_every == 0 or step == config.steps or scored):
             print(
                 f"[finetune] step {step}/{config.steps} loss {metrics['loss']:.3f} "
                 f"(contrastive {metrics['contrastive']:.3f}, distill {metrics['distill']:.4f}, "
                 f"align {metrics['align']:.3f}) {metrics['pairs_per_s']:.0f} pairs/s, "
                 f"{time.monotonic() - started:.0f} s"
-                + (f"; validation score {scored['val_score']:.3f}" if scored else ""),
+                + (f"; validation score {metrics['val_score']:.3f}" if scored else ""),
                 flush=True,
             )
 

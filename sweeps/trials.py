@@ -127,12 +127,11 @@ def finetune_worker(loop_config: dict) -> None:
     rungs = set(rung_steps(study)) if scorer is not None else set()
 
     def on_step(step: int, metrics: dict) -> None:
-        # every rank scores the validation split, so every rank keeps the same best weights
-        validation = run.validate(step, device, plain)
         if step >= config.steps:  # the final report follows the test scores
             return
         row = {"step": step, "loss": metrics["loss"], "distill": metrics["distill"]}
-        row.update(validation or {})
+        validation = {k: v for k, v in metrics.items() if k.startswith("val_")}
+        row.update(validation)
         save = bool(every) and step % every == 0
         if save or step in rungs:
             report(row, step, with_optimizer=True, save=save)

@@ -132,7 +132,7 @@ def uninterrupted_finetune(config, record: dict) -> dict[str, float]:
 
     torch.set_num_threads(1)  # as the Ray worker
     run = prepare_finetune(config, FinetuneJob.from_dict(record["job"]), data_root(config))
-    history = run.fit("cpu", on_step=lambda step, _: run.validate(step, "cpu"))
+    history = run.fit("cpu")  # validating as the worker does
     chosen = run.select()
     scores = run.test_scores(run.model, torch.device("cpu"))
     return {"loss": history[-1]["loss"], **chosen, **scores}
