@@ -1,5 +1,5 @@
 """Figures of a study: metrics against the number of fine-tuning pairs, ΔFID heat maps over
-fraction x w_distill, and the power-law fits. Each takes the summary rows of
+fraction x w_distill, and the per-doubling trends. Each takes the summary rows of
 `sweeps.results.summary_rows` (means over seeds with 95 % intervals) and writes one PNG."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
-from dashboards.power_law import PowerLawFit
 
 LINESTYLES = ("-", "--", ":", "-.")
 ORIGINAL_OFFSET = (
@@ -91,7 +89,7 @@ def curves(rows: list[dict], metric: str, title: str, path: Path) -> Path:
             if metric in row and (row["fraction"] == 0 or chosen):
                 groups[row["condition"]].append(row)
         for condition, items in sorted(groups.items(), key=lambda kv: kv[0] != "clean"):
-            if metric in ("delta_fid", "accuracy_drop") and condition == "clean":
+            if metric in ("delta_fid", "accuracy_drop", "r_precision_drop") and condition == "clean":
                 continue
             items.sort(key=lambda r: r["n_pairs"])
             x = np.array([r["n_pairs"] if r["fraction"] > 0 else x_original for r in items])
@@ -163,32 +161,37 @@ def delta_heatmaps(rows: list[dict], path: Path) -> Path:
     return _save(fig, path, tight=False)
 
 
-def power_law_figure(
-    points: dict[str, tuple[np.ndarray, np.ndarray]],
-    fits: dict[str, PowerLawFit | None],
-    path: Path,
+def trend_figure(
+    points: dict[str, dict[tuple, list[tuple[float, float]]]], scaling: list[dict], path: Path
 ) -> Path:
-    """Per-seed ΔFID against pairs with the fitted ΔFID(N) = a N^-b + c, one colour per
-    condition."""
+    """Each seed unit's ΔFID against pairs (log2 axis), one colour per condition, with the
+    mean per-doubling trend through the points' centre, its slope and 95 % interval in the
+    legend (`dashboards.scaling`)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.4))
-    for index, (condition, (n, gap)) in enumerate(sorted(points.items())):
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    found = {row["condition"]: row for row in scaling if row["metric"] == "ΔFID"}
+    for index, (condition, units) in enumerate(sorted(points.items())):
         color = f"C{index % 10}"
-        ax.scatter(n, gap, s=18, color=color, alpha=0.7)
-        fit = fits.get(condition)
+        flat = np.array([pair for rows in units.values() for pair in rows], dtype=np.float64)
+        for rows in units.values():
+            unit = np.array(sorted(rows), dtype=np.float64)
+            ax.plot(unit[:, 0], unit[:, 1], color=color, alpha=0.35, marker="o", markersize=3)
+        row = found.get(condition, {})
         label = condition
-        if fit is not None:
-            grid = np.geomspace(n.min(), n.max(), 100)
-            ax.plot(grid, fit.predict(grid), color=color)
-            label += f": b = {fit.b:.2f} ± {fit.b_ci95:.2f}"
-        else:
-            label += ": too few points to fit"
+        if "slope_per_doubling" in row:
+            x = np.log2(flat[:, 0])
+            grid = np.linspace(x.min(), x.max(), 20)
+            line = flat[:, 1].mean() + row["slope_per_doubling"] * (grid - x.mean())
+            ax.plot(2**grid, line, color=color, linewidth=2.2)
+            half = (row["ci95_high"] - row["ci95_low"]) / 2
+            shown = "n/a" if not np.isfinite(half) else f"{half:.2f}"
+            label += f": {row['slope_per_doubling']:+.2f} ± {shown} per doubling"
         ax.plot([], [], color=color, marker="o", label=label)
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter("")  # minor labels of a short log axis overlap
-    ax.set_xlabel("fine-tuning pairs N")
+    ax.axhline(0.0, color="0.7", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("fine-tuning pairs N (log2)")
     ax.set_ylabel("ΔFID")
-    ax.set_title("ΔFID(N) = a·N^(−b) + c, per-seed points")
+    ax.set_title("ΔFID per seed unit (thin) and the mean trend per doubling (thick)")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, fontsize=7)
     return _save(fig, path)

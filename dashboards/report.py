@@ -1,5 +1,7 @@
 """The study's report from its MLflow runs: FID, ΔFID and R-precision top-3 against the number
-of fine-tuning pairs, ΔFID heat maps over fraction x w_distill, power-law fits of ΔFID(N), and
+of fine-tuning pairs, ΔFID heat maps over fraction x w_distill, the change of every robustness
+gap per doubling of the fine-tuning set (with its interval, a test against no trend, and a
+power law only where enough set sizes identify one), the real-versus-real floor, and
 a Markdown and an HTML summary; written to a folder and logged to the sweep's parent run.
 
     python dashboards/report.py --experiment NAME [--tracking-uri URI] [--out DIR]
@@ -27,10 +29,13 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 import numpy as np
 
-from dashboards.plots import curves, delta_heatmaps, delta_vs_drift, power_law_figure
-from dashboards.power_law import PowerLawFit, fit_power_law
+from dashboards.plots import curves, delta_heatmaps, delta_vs_drift, trend_figure
+from dashboards.scaling import scaling_row
 from dashboards.tables import (
+    DROPS,
     Evaluation,
+    Gap,
+    ci_text,
     condition_label,
     format_table,
     robustness_gaps,
@@ -94,18 +99,21 @@ def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[Evalua
                 run_id=run["run_id"],
                 arm=run.get("params.generator") if isinstance(run.get("params.generator"), str)
                 else "frozen",
+                subset_seed=_value(run.get("params.subset_seed"), int),
             )
         )
     return records
 
 
-def seed_points(
-    records: list[Evaluation], gaps: dict[str, tuple[float, float]]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per attacked condition (and w_distill, when there are several): the per-seed (N, ΔFID)
-    of the fine-tuned encoders, what the power law is fitted to."""
+def unit_points(
+    records: list[Evaluation], gaps: dict[str, Gap]
+) -> dict[str, dict[tuple, list[tuple[float, float]]]]:
+    """Per attacked condition (and w_distill, when there are several, and generator arm): the
+    fine-tuned encoders' (pairs, gap) points by seed unit, what the trend is fitted to."""
     weights = {r.w_distill for r in records if r.fraction > 0}
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    points: dict[str, dict[tuple, list[tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for r in records:
         if r.recipe == "none" or r.fraction <= 0 or r.key not in gaps:
             continue
@@ -114,31 +122,22 @@ def seed_points(
             label += f" wd{r.w_distill:g}"
         if r.arm != "frozen":
             label += f" {r.arm}"
-        points[label].append((r.n_pairs, gaps[r.key][0]))
-    return {
-        k: (np.array([n for n, _ in v]), np.array([g for _, g in v])) for k, v in points.items()
-    }
+        points[label][r.unit].append((r.n_pairs, gaps[r.key].value))
+    return {label: dict(units) for label, units in points.items()}
 
 
-def _fit_row(condition: str, fit: PowerLawFit | None, n: np.ndarray) -> dict:
-    row = {"condition": condition, "points": len(n), "set_sizes": len(np.unique(n))}
-    if fit is not None:
-        row.update(a=fit.a, b=fit.b, b_ci95=fit.b_ci95, c=fit.c, rmse=fit.rmse)
-    return row
-
-
-def _cell(row: dict, name: str, signed: bool = False) -> str:
-    gap = name in ("delta_fid", "accuracy_drop")
+def _cell(row: dict, name: str, signed: bool = False, digits: int = 3) -> str:
+    gap = name in ("delta_fid", "accuracy_drop", "r_precision_drop")
     if name not in row or (gap and row["recipe"] == "none"):
         return "—"
     sign = "+" if signed else ""
-    return f"{row[name]:{sign}.3f} ± {row[f'{name}_ci95']:.3f}"
+    return f"{row[name]:{sign}.{digits}f} ± {ci_text(row[f'{name}_ci95'], digits)}"
 
 
 def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    actions = row_headline(rows) == "accuracy_top1"
+    headline = row_headline(rows)
     header = ["fraction", "pairs", "w_distill", "generator", "condition", "seeds", "FID", "ΔFID"]
-    header += ["accuracy top-1", "accuracy drop"] if actions else ["R-prec top-3"]
+    header += ["KID", {"accuracy_top1": "accuracy top-1"}.get(headline, "R-prec top-3"), "drop"]
     body = [
         [
             "0 (original)" if r["fraction"] == 0 else f"{r['fraction']:g}",
@@ -146,31 +145,74 @@ def _result_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             "—" if r["w_distill"] is None else f"{r['w_distill']:g}",
             r.get("generator", "frozen"),
             r["condition"],
-            str(r["seeds"]),
+            str(r["seeds"]) + (" (repeats)" if r.get("spread") == "repeats" else ""),
             _cell(r, "fid"),
             _cell(r, "delta_fid", signed=True),
-            *(
-                [_cell(r, "accuracy_top1"), _cell(r, "accuracy_drop", signed=True)]
-                if actions
-                else [_cell(r, "r_precision_top3")]
-            ),
+            _cell(r, "kid", digits=4),
+            _cell(r, headline),
+            _cell(r, DROPS[headline], signed=True),
         ]
         for r in rows
     ]
     return header, body
 
 
-def _fit_table(fits: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["condition", "points", "set sizes", "a", "b ± 95 %", "c", "RMSE"]
+def _scaling_table(fits: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["condition", "gap", "per doubling ± 95 %", "p", "units x sizes", "AIC best",
+              "power law"]
     body = []
     for f in fits:
-        if "b" in f:
-            numbers = [f"{f['a']:.3g}", f"{f['b']:.3f} ± {f['b_ci95']:.3g}", f"{f['c']:.3f}"]
-            numbers.append(f"{f['rmse']:.3f}")
-        else:
-            numbers = ["—", "too few points (need 4 and 3 set sizes)", "—", "—"]
-        body.append([f["condition"], str(f["points"]), str(f["set_sizes"]), *numbers])
+        if "slope_per_doubling" not in f:
+            body.append([f["condition"], f["metric"], "—", "—", "—", "—", "—"])
+            continue
+        half = (f["ci95_high"] - f["ci95_low"]) / 2
+        law = f["power_law"]
+        if isinstance(law, dict):
+            law = f"b = {law['b']:.3f} ± {law['b_ci95']:.3g}"
+        aics = f["aic"]
+        best = min(aics, key=aics.get)
+        body.append([
+            f["condition"],
+            f["metric"],
+            f"{f['slope_per_doubling']:+.3f} ± {ci_text(half)}",
+            ci_text(f["p_value"], 3),
+            f"{f['units']} x {f['set_sizes']}",
+            best,
+            law,
+        ])
     return header, body
+
+
+def floor_line(records: list[Evaluation]) -> str:
+    """The real-versus-real floor the clean evaluations recorded, in one sentence."""
+    found = next((r.metrics for r in records if "floor_fid" in r.metrics), None)
+    if found is None:
+        return "No real-versus-real floor was recorded."
+    return (
+        f"Real-versus-real floor: {found['floor_motions']:.0f} real motions held out from the "
+        f"scored split against its {found['floor_reference']:.0f} real motions score FID "
+        f"{found['floor_fid']:.3f} ± {ci_text(found['floor_fid_ci95'])} and KID "
+        f"{found['floor_kid']:.4f} ± {ci_text(found['floor_kid_ci95'], 4)} (10 draws): a perfect "
+        f"generator scores this at the same sample sizes, so FID above it is the generator's."
+    )
+
+
+def intro_text(records: list[Evaluation], rows: list[dict]) -> str:
+    """What the table's numbers are: sizes, what each interval spans, how ΔFID is paired."""
+    draws = sorted({r.subset_seed for r in records if r.subset_seed is not None})
+    seeds = sorted({r.seed for r in records if r.seed is not None and r.fraction > 0})
+    repeats = min((r.get("repeats", 1) for r in rows), default=1)
+    return (
+        f"{len(records)} evaluation runs; fine-tuned encoders over {len(draws)} subset draw(s) "
+        f"x {len(seeds)} training seed(s), the original encoder over as many generation seeds; "
+        f"{repeats} generation repeat(s) each. Means over seed units with 95 % Student-t "
+        "intervals over them (n − 1 degrees of freedom; the subset draws' spread is in them "
+        "only where there are several); a row marked (repeats) has one unit, and its interval "
+        "spans its generation repeats only. ΔFID = FID(attacked) − FID(clean) of the same "
+        "encoder and unit, paired repeat by repeat on the shared diffusion noise; the drop = "
+        "clean − attacked of the second metric. KID: unbiased MMD² with the cubic polynomial "
+        "kernel; rows.json holds the per-unit values behind every mean."
+    )
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> str:
@@ -204,27 +246,37 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
         if r.recipe != "none" and r.fraction > 0 and r.key in gaps and "drift" in r.metrics
     ]
     figures.append(delta_vs_drift(drifts, out / "delta_fid_vs_drift.png"))
-    points = seed_points(records, gaps)
-    fits = {condition: fit_power_law(n, gap) for condition, (n, gap) in points.items()}
-    figures.append(power_law_figure(points, fits, out / "delta_fid_power_law.png"))
-    fit_rows = [_fit_row(c, fits[c], points[c][0]) for c in sorted(points)]
-    (out / "fits.json").write_text(json.dumps(fit_rows, indent=2) + "\n")
+    headline = row_headline(rows)
+    drops = robustness_gaps(records, headline)
+    scaling = []
+    for metric, found, sign, label in (
+        ("delta_fid", gaps, 1.0, "ΔFID"),
+        (DROPS[headline], drops, -1.0, DROPS[headline].replace("_", " ")),
+    ):
+        signed = {key: Gap(sign * g.value, ()) for key, g in found.items()}
+        points = unit_points(records, signed)
+        scaling += [scaling_row(c, label, points[c]) for c in sorted(points)]
+        if metric == "delta_fid":
+            figures.append(trend_figure(points, scaling, out / "delta_fid_trend.png"))
+    (out / "fits.json").write_text(json.dumps(scaling, indent=2) + "\n")
     (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
 
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    seeds = len({r.seed for r in records if r.seed is not None})
-    intro = (
-        f"{len(records)} evaluation runs, {seeds} fine-tuning seed(s); means over seeds with "
-        "95 % intervals (1.96·std/√n; with one seed, the interval over generation repeats). "
-        "ΔFID = FID(attacked) − FID(clean) of the same encoder, with the same diffusion noise."
-    )
-    result, fit = _result_table(rows), _fit_table(fit_rows)
+    intro = intro_text(records, rows)
+    floor = floor_line(records)
+    result, fit = _result_table(rows), _scaling_table(scaling)
     fit_intro = (
-        "Power law ΔFID(N) = a·N^(−b) + c fitted to the per-seed points of the fine-tuned "
-        "encoders; b > 0 means the gap shrinks as the fine-tuning set grows."
+        "Each gap's change per doubling of the fine-tuning set: the slope against log2(pairs) "
+        "of each seed unit, averaged, with a 95 % Student-t interval over units and a t-test "
+        "against no trend. AIC compares a constant gap with one linear in log2(pairs) (and a "
+        "power law a·N^(−b) + c, fitted only with at least 5 set sizes and reported only "
+        "where it is identifiable)."
     )
-    markdown = [f"# {title}", "", f"_{stamp}._ {intro}", "", _markdown_table(*result), ""]
-    markdown += ["## Power-law fits", "", fit_intro, "", _markdown_table(*fit), ""]
+    answers = [f"- {row['sentence']}" for row in scaling]
+    markdown = [f"# {title}", "", f"_{stamp}._ {intro}", "", floor, ""]
+    markdown += ["## The answer", "", *answers, ""]
+    markdown += [_markdown_table(*result), ""]
+    markdown += ["## Scaling", "", fit_intro, "", _markdown_table(*fit), ""]
     markdown += [f"![{p.stem}]({p.name})\n" for p in figures]
     summary_md = out / "summary.md"
     summary_md.write_text("\n".join(markdown))
@@ -235,8 +287,11 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
         f"</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p><em>{stamp}.</em> {html.escape(intro)}</p>{_html_table(*result)}"
-        f"<h2>Power-law fits</h2><p>{html.escape(fit_intro)}</p>{_html_table(*fit)}"
+        f"<p><em>{stamp}.</em> {html.escape(intro)}</p><p>{html.escape(floor)}</p>"
+        "<h2>The answer</h2><ul>"
+        + "".join(f"<li>{html.escape(row['sentence'])}</li>" for row in scaling)
+        + f"</ul>{_html_table(*result)}"
+        f"<h2>Scaling</h2><p>{html.escape(fit_intro)}</p>{_html_table(*fit)}"
         f"{images}</body></html>"
     )
     summary_html = out / "summary.html"

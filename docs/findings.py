@@ -74,8 +74,8 @@ def paired_records(workdir: Path) -> list[dict]:
             "key": record.key,
             "job": record.job.to_dict(),
             "metrics": record.metrics,
-            "delta_fid": fid_gaps[record.key][0],
-            "accuracy_drop": -accuracy_gaps[record.key][0],
+            "delta_fid": fid_gaps[record.key].value,
+            "accuracy_drop": -accuracy_gaps[record.key].value,
         }
         for record in stored
     ]

@@ -187,11 +187,14 @@ def build_finetune(
     train: MotionDataset,
     fraction: float,
     val: MotionDataset | None = None,
+    subset_seed: int | None = None,
 ) -> Finetune:
-    """A fine-tune on the nested `fraction` of `train` (the subset, the motion head's
-    initialisation and the batches all seeded by `config.seed`), on the CPU, its length
-    resolved from `config.epochs` and the subset's size, its checkpoints chosen on `val`."""
-    subset = train.subset(nested_subset(train.motion_ids, fraction, config.seed))
+    """A fine-tune on the nested `fraction` of `train` drawn by `subset_seed` (default:
+    `config.seed`), the motion head's initialisation and the batches seeded by `config.seed`,
+    on the CPU, its length resolved from `config.epochs` and the subset's size, its
+    checkpoints chosen on `val`."""
+    draw = config.seed if subset_seed is None else subset_seed
+    subset = train.subset(nested_subset(train.motion_ids, fraction, draw))
     pairs = PairSet(subset, train.mean, train.std)
     processes = dist.get_world_size() if distributed() else 1
     config = config.resolved(len(pairs), processes)

@@ -119,9 +119,57 @@ def multimodality(features: np.ndarray, pairs: int = 10, seed: int = 0) -> float
     return float(np.linalg.norm(features[:, first] - features[:, second], axis=-1).mean())
 
 
-def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, 1.96 * std / sqrt(R)) over R repeats: the 95 % interval half-width."""
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, t_{n-1} * s / sqrt(n)): the Student-t half-width of the mean of n values (sample
+    std, ddof 1); nan for a single value, whose spread is unknown."""
+    from scipy.stats import t
+
     values = np.asarray(values, np.float64)
     if len(values) == 0:
         raise ValueError("no values")
-    return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
+    if len(values) < 2:
+        return float(values[0]), float("nan")
+    quantile = float(t.ppf(0.5 + level / 2, len(values) - 1))
+    return float(values.mean()), float(quantile * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95 % Student-t interval of the mean over R repeats (`t_interval`)."""
+    return t_interval(values)
+
+
+def kid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 (KID, Binkowski et al. 2018)."""
+    x = np.asarray(features_a, np.float64)
+    y = np.asarray(features_b, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(f"need (N >= 2, D) features of one width, got {x.shape} and {y.shape}")
+    width = x.shape[1]
+    k_xx = (x @ x.T / width + 1) ** 3
+    k_yy = (y @ y.T / width + 1) ** 3
+    k_xy = (x @ y.T / width + 1) ** 3
+    m, n = len(x), len(y)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def real_floor(
+    real: np.ndarray, reference: np.ndarray, count: int, draws: int = 10, seed: int = 0
+) -> dict[str, float]:
+    """FID and KID of `count` real motions' features (`draws` seeded draws from `real`, held
+    out from `reference`) against `reference`: what a perfect generator scores at this sample
+    size. Each as mean and 95 % Student-t half-width over the draws, and the sizes."""
+    real = np.asarray(real, np.float64)
+    count = min(count, len(real))
+    rng = np.random.default_rng(seed)
+    stats = gaussian_stats(reference)
+    fids, kids = [], []
+    for _ in range(draws):
+        sample = real[rng.choice(len(real), count, replace=False)]
+        fids.append(frechet_distance(*gaussian_stats(sample), *stats))
+        kids.append(kid(sample, reference))
+    out = {"floor_motions": float(count), "floor_reference": float(len(reference))}
+    for name, values in (("fid", fids), ("kid", kids)):
+        out[f"floor_{name}"], out[f"floor_{name}_ci95"] = t_interval(values)
+    return out

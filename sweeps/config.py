@@ -50,14 +50,19 @@ class GridConfig:
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     w_contrastive: tuple[float, ...] = (1.0,)
     w_distill: tuple[float, ...] = (0.0, 0.6)  # the paper's lambda; 0: untethered
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (and generation noise per seed)
+    # the nested subsets' draws: every fraction of one draw nests in the next; each training
+    # seed fine-tunes on each draw
+    subset_seeds: tuple[int, ...] = (0,)
     baseline: bool = True  # the fraction-0 row: the original encoder, not fine-tuned
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions must be in (0, 1], got {list(self.fractions)}")
-        if not self.seeds or not self.w_distill or not self.w_contrastive:
-            raise ValueError("seeds, w_contrastive and w_distill need at least one value")
+        if not self.seeds or not self.subset_seeds or not self.w_distill or not self.w_contrastive:
+            raise ValueError(
+                "seeds, subset_seeds, w_contrastive and w_distill need at least one value"
+            )
         if any(w < 0 for w in (*self.w_distill, *self.w_contrastive)):
             raise ValueError("loss weights must be >= 0")
 
@@ -68,7 +73,8 @@ class AttackConfig:
     budgets: tuple[int, ...] = (1, 2)
     greedy: bool = True  # also the white-box greedy attack (per encoder)
     greedy_recipe: str = "char-swap"
-    prompts: int = 256  # test prompts attacked and scored
+    # test prompts attacked and scored, one generated motion each; 0: every test motion
+    prompts: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,9 +83,10 @@ class AttackConfig:
                 raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(RECIPES)}")
         if not self.budgets or any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be words >= 1, got {list(self.budgets)}")
-        if self.prompts < 32:
+        if self.prompts and self.prompts < 32:
             raise ValueError(
-                f"prompts must be at least 32 (one R-precision batch), got {self.prompts}"
+                f"prompts must be 0 (every test motion) or at least 32 (one R-precision "
+                f"batch), got {self.prompts}"
             )
 
 
@@ -218,7 +225,8 @@ class SearchConfig:
     w_distill: tuple[float, ...] = (0.0, 1.0)  # uniform range of the paper's lambda
     lr_text: tuple[float, ...] = (1e-7, 1e-4)  # log-uniform range (the joint phase)
     lr_motion: tuple[float, ...] = (3e-5, 1e-3)  # log-uniform range (the motion-only phase)
-    # prompts scored at each rung: the first of the evaluation prompts; 0: all of them
+    # validation prompts scored at each rung (the test split never chooses anything); 0: as
+    # many as the evaluation has test prompts
     prompts: int = 0
     grace_steps: int = 0  # ASHA's first rung in fine-tuning steps; 0: a quarter of them
     reduction_factor: int = 2  # ASHA keeps the best 1/reduction_factor at each rung
@@ -286,7 +294,12 @@ class StudyConfig:
                 f"search.objective_attack: {attack!r} is not one of attacks.recipes "
                 f"({', '.join(self.attacks.recipes)}), 'greedy', 'none' or 'strongest'"
             )
-        if self.search.prompts > self.attacks.prompts:
+        if self.search.mode == "optuna" and self.data.kind == "action3d":
+            raise ConfigError(
+                "search.mode: optuna scores a validation split, and MSR Action3D's "
+                "cross-subject protocol has none; use grid mode"
+            )
+        if self.attacks.prompts and self.search.prompts > self.attacks.prompts:
             raise ConfigError(
                 f"search.prompts: {self.search.prompts} is more than attacks.prompts "
                 f"({self.attacks.prompts}), the evaluation prompts it is drawn from"

@@ -83,6 +83,11 @@ class Scorer:
         generator, _ = load_bytes(payload["generator"], load_generator, device)
         self.use_generator(generator)
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
+        # the split the prompts come from and the real motions are compared with: "test", or
+        # "val" for the search's objective (the test split never chooses anything)
+        self.split = payload.get("split", "test")
+        self.root, self.fingerprints = payload.get("root", ""), payload.get("fingerprints", {})
+        self._real: dict[str, np.ndarray] = {}
         self.transfer = {
             key: [PerturbedPrompt(**row) for row in rows]
             for key, rows in payload["transfer"].items()
@@ -95,14 +100,14 @@ class Scorer:
 
     def adapted_generator(self, job, embedder, root: str, fingerprints: dict, device):
         """The frozen generator trained on for `job`'s encoder (`embedder`): on its fine-tune's
-        nested training subset (fraction and seed as the fine-tune drew it), conditioned on
+        nested training subset (fraction and subset seed as the fine-tune drew it), conditioned on
         its features, for `evaluation.adapt_steps` at `adapt_lr_ratio` of the rate."""
         from moclip.data.subsets import nested_subset
         from moclip.generation.train_generator import GENERATOR_LR, adapt_generator
 
         evaluation = self.study.evaluation
         train = node_split(self.study, root, "train", fingerprints.get("train"))
-        subset = train.subset(nested_subset(train.motion_ids, job.fraction, job.seed))
+        subset = train.subset(nested_subset(train.motion_ids, job.fraction, job.subset_seed))
         adapted, _ = adapt_generator(
             self.generator,
             subset,
@@ -113,6 +118,43 @@ class Scorer:
             device=device,
         )
         return adapted
+
+    def real_features(self, split: str) -> np.ndarray | None:
+        """The scoring model's features of every real motion of `split` (as this node has it,
+        checked against the driver's fingerprint where the payload has one), computed once;
+        None for a payload without data (a benchmark's stand-in models), which is scored
+        against the Gaussian its scoring model stores, without KID."""
+        if not self.root:
+            return None
+        if split not in self._real:
+            part = node_split(self.study, self.root, split, self.fingerprints.get(split))
+            motions = [item.features for item in part.items]
+            if self.labels is not None:
+                self._real[split] = self.evaluator.encode(motions)[0]
+            else:
+                self._real[split] = self.evaluator.encode_motions(motions)
+        return self._real[split]
+
+    def floor(self, count: int = 0) -> dict[str, float]:
+        """FID and KID of `count` (default: every prompt) real motions held out from the
+        scored split (the validation split where it holds that many, else the training
+        split), against that split's real motions: the real-versus-real floor at the sample
+        sizes the scores have (`moclip.metrics.real_floor`)."""
+        from moclip.metrics import real_floor
+
+        if not self.root:
+            return {}
+        count = count or len(self.prompts)
+        held_out = "train"
+        if self.split == "test" and has_validation(self.study):
+            val = self.real_features("val")
+            held_out = "val" if len(val) >= count else "train"
+        return real_floor(
+            self.real_features(held_out),
+            self.real_features(self.split),
+            count,
+            seed=self.study.evaluation.seed,
+        )
 
     def perturbed(self, recipe: str, budget: int, embedder, count: int):
         """The first `count` prompts under (recipe, budget): None for clean prompts, the stored
@@ -136,9 +178,12 @@ class Scorer:
         count: int = 0,
         repeats: int = 0,
         multimodality: bool = True,
+        seed: int | None = None,
     ):
         """(every metric of `evaluate`, the perturbed records or None) on the first `count`
-        prompts (0: all), over `repeats` generation repeats (0: the configured number)."""
+        prompts (0: all), over `repeats` generation repeats (0: the configured number), with
+        the generation noise of `seed` (default: `evaluation.seed`), against the real motions
+        of the scored split."""
         from moclip.attacks.perturb import set_statistics
         from moclip.evaluation.evaluate import evaluate, evaluate_actions
 
@@ -149,8 +194,9 @@ class Scorer:
         evaluation = self.study.evaluation
         options = {
             "repeats": repeats or evaluation.repeats,
-            "seed": evaluation.seed,
+            "seed": evaluation.seed if seed is None else seed,
             "mm_prompts": evaluation.mm_prompts if multimodality else 0,
+            "reference": self.real_features(self.split),
         }
         if self.labels is not None:
             metrics = evaluate_actions(
@@ -233,7 +279,13 @@ def prepare_finetune(
     # cross-subject protocol has none: its last step is kept)
     val = node_split(study, root, "val") if has_validation(study) else None
     finetune = build_finetune(
-        study.encoder, study.motion_encoder, job_settings(study, job), train, job.fraction, val
+        study.encoder,
+        study.motion_encoder,
+        job_settings(study, job),
+        train,
+        job.fraction,
+        val,
+        subset_seed=job.subset_seed,
     )
     pieces = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(Finetune)}
     return FinetuneRun(**pieces, study=study, job=job, root=root, fingerprints=fingerprints)

@@ -34,7 +34,7 @@ def run_search(
 
     search, store = config.search, recorder.store
     budget = max(config.attacks.budgets)
-    payload = stage0.payload(config)
+    payload = stage0.payload(config, split="val")  # the test split never chooses anything
     tuned, missing = {}, []
     for fraction in config.grid.fractions:
         job = search_job(config, stage0, fraction)

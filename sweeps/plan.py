@@ -47,14 +47,17 @@ def finetune_job(
     w_distill: float,
     lr_text: float | None = None,
     lr_motion: float | None = None,
+    subset_seed: int = 0,
 ) -> FinetuneJob:
-    """One fine-tune; its key hashes the data, the models and the effective fine-tuning
-    settings, so a grid point and an Optuna sample with the same values share it."""
-    motions, pairs = stage0.subset_sizes[(fraction, seed)]
+    """One fine-tune on subset draw `subset_seed` with training seed `seed`; its key hashes
+    the data, the subset draw, the models and the effective fine-tuning settings, so a grid
+    point and an Optuna sample with the same values share it."""
+    motions, pairs = stage0.subset_sizes[(fraction, subset_seed)]
     tuned = "" if lr_text is None else " tuned"
+    draw = f" d{subset_seed}" if len(config.grid.subset_seeds) > 1 else ""
     job = FinetuneJob(
         key="",
-        name=f"finetune f{fraction:g} wd{w_distill:.3g}{tuned} s{seed}",
+        name=f"finetune f{fraction:g} wd{w_distill:.3g}{tuned}{draw} s{seed}",
         fraction=fraction,
         seed=seed,
         w_contrastive=w_contrastive,
@@ -63,6 +66,7 @@ def finetune_job(
         n_motions=motions,
         lr_text=lr_text,
         lr_motion=lr_motion,
+        subset_seed=subset_seed,
     )
     effective = finetune_config(config, job)
     key = "ft-" + digest(
@@ -72,6 +76,7 @@ def finetune_job(
             config.motion_encoder.to_dict(),
             effective.to_dict(),
             fraction,
+            subset_seed,
         ]
     )
     return dataclasses.replace(job, key=key)
@@ -80,19 +85,22 @@ def finetune_job(
 def finetune_jobs(
     config: StudyConfig, stage0: Stage0, tuned: dict[float, dict] | None = None
 ) -> list[FinetuneJob]:
-    """One fine-tune per fraction x w_contrastive x w_distill x seed, or, with `tuned`
-    (fraction -> the values Optuna found), one per fraction x seed with those values."""
+    """One fine-tune per fraction x w_contrastive x w_distill x subset seed x seed, or, with
+    `tuned` (fraction -> the values Optuna found), one per fraction x subset seed x seed with
+    those values."""
     grid = config.grid
     if tuned is not None:
         return [
-            finetune_job(config, stage0, fraction, seed, grid.w_contrastive[0], **tuned[fraction])
-            for fraction in grid.fractions
-            for seed in grid.seeds
+            finetune_job(
+                config, stage0, fraction, seed, grid.w_contrastive[0], **tuned[fraction],
+                subset_seed=draw,
+            )
+            for fraction, draw, seed in product(grid.fractions, grid.subset_seeds, grid.seeds)
         ]
     return [
-        finetune_job(config, stage0, fraction, seed, w_c, w_d)
-        for fraction, w_c, w_d, seed in product(
-            grid.fractions, grid.w_contrastive, grid.w_distill, grid.seeds
+        finetune_job(config, stage0, fraction, seed, w_c, w_d, subset_seed=draw)
+        for fraction, w_c, w_d, draw, seed in product(
+            grid.fractions, grid.w_contrastive, grid.w_distill, grid.subset_seeds, grid.seeds
         )
     ]
 
@@ -111,9 +119,9 @@ def baseline_encoder(config: StudyConfig) -> FinetuneJob:
 
 
 def search_job(config: StudyConfig, stage0: Stage0, fraction: float) -> SearchJob:
-    """The Optuna search of one fraction, on the first seed and w_contrastive."""
-    seed = config.grid.seeds[0]
-    motions, pairs = stage0.subset_sizes[(fraction, seed)]
+    """The Optuna search of one fraction, on the first subset draw, seed and w_contrastive."""
+    seed, draw = config.grid.seeds[0], config.grid.subset_seeds[0]
+    motions, pairs = stage0.subset_sizes[(fraction, draw)]
     return SearchJob(
         group="so-" + search_group(config, stage0, fraction),
         name=f"search f{fraction:g}",
@@ -122,6 +130,7 @@ def search_job(config: StudyConfig, stage0: Stage0, fraction: float) -> SearchJo
         w_contrastive=config.grid.w_contrastive[0],
         n_pairs=pairs,
         n_motions=motions,
+        subset_seed=draw,
     )
 
 
@@ -165,6 +174,8 @@ def search_group(config: StudyConfig, stage0: Stage0, fraction: float) -> str:
             config.finetune.to_dict(),
             config.grid.w_contrastive[0],
             config.grid.seeds[0],
+            config.grid.subset_seeds[0],
+            stage0.search_prompts,
             asdict(config.attacks),
             search,
             fraction,
@@ -176,9 +187,10 @@ def evaluation_jobs(
     config: StudyConfig, stage0: Stage0, encoders: list[FinetuneJob]
 ) -> list[EvaluationJob]:
     """One evaluation per encoder x condition x generator arm (the original encoder only with
-    the frozen generator, which was trained on its features). An evaluation's key does not
-    depend on its encoder's checkpoint, so the jobs are known before the fine-tunes run; the
-    frozen arm's keys are what they were before arms existed."""
+    the frozen generator, which was trained on its features, and once per `grid.seeds` with
+    that seed's generation noise, so that its interval spans what the others' do). An
+    evaluation's key does not depend on its encoder's checkpoint, so the jobs are known before
+    the fine-tunes run."""
     shared = scoring_key(config, stage0)
     adaptation = config.adaptation()
     adaptation.pop("generator")
@@ -189,23 +201,28 @@ def evaluation_jobs(
         if arm == "adapted" and encoder.is_baseline:
             continue
         label = "clean" if recipe == "none" else f"{recipe} b{budget}"
-        parts = [shared, encoder.key, recipe, budget]
-        parts += [arm, adaptation] if arm == "adapted" else []
-        jobs.append(
-            EvaluationJob(
-                key="ev-" + digest(parts),
-                name=f"eval {encoder.name} | {label}" + (" | adapted" if arm == "adapted" else ""),
-                encoder_key=encoder.key,
-                fraction=encoder.fraction,
-                seed=encoder.seed,
-                w_contrastive=encoder.w_contrastive,
-                w_distill=encoder.w_distill,
-                n_pairs=encoder.n_pairs,
-                recipe=recipe,
-                budget=budget,
-                lr_text=encoder.lr_text,
-                lr_motion=encoder.lr_motion,
-                arm=arm,
+        seeds = config.grid.seeds if encoder.is_baseline else [encoder.seed]
+        for seed in seeds:
+            parts = [shared, encoder.key, recipe, budget, seed]
+            parts += [arm, adaptation] if arm == "adapted" else []
+            generation = f" g{seed}" if encoder.is_baseline else ""
+            jobs.append(
+                EvaluationJob(
+                    key="ev-" + digest(parts),
+                    name=f"eval {encoder.name}{generation} | {label}"
+                    + (" | adapted" if arm == "adapted" else ""),
+                    encoder_key=encoder.key,
+                    fraction=encoder.fraction,
+                    seed=seed,
+                    w_contrastive=encoder.w_contrastive,
+                    w_distill=encoder.w_distill,
+                    n_pairs=encoder.n_pairs,
+                    recipe=recipe,
+                    budget=budget,
+                    lr_text=encoder.lr_text,
+                    lr_motion=encoder.lr_motion,
+                    arm=arm,
+                    subset_seed=encoder.subset_seed,
+                )
             )
-        )
     return jobs

@@ -8,7 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dashboards.tables import format_table, headline_metric, robustness_gaps, summary_rows
+from dashboards.tables import (
+    DROPS,
+    Gap,
+    format_table,
+    headline_metric,
+    robustness_gaps,
+    summary_rows,
+)
 from sweeps.config import StudyConfig
 from sweeps.execution import checkpoint_uri, numeric
 from sweeps.log import stage_log
@@ -136,6 +143,7 @@ class Recorder:
         params = {
             **fields_of(job, "fraction", "n_pairs", "n_motions", "w_contrastive", "w_distill"),
             "seed": job.seed,
+            "subset_seed": job.subset_seed,
             **fields_of(
                 effective, "epochs", "steps", "motion_only_steps", "lr_text", "lr_motion"
             ),
@@ -158,14 +166,16 @@ class Recorder:
     # Optuna mode --------------------------------------------------------------------------
 
     def record_search(self, stage0, job: SearchJob, result: dict, checkpoint) -> str:
-        """Keep one Optuna trial (and, when it ran every step, its fine-tune for stage 1)."""
+        """Keep one Optuna trial. Its fine-tune is not kept for stage 1: a search trial never
+        reads the test split, so stage 1 trains the chosen values again and scores them."""
         config = self.config
         params = {name: float(getattr(job, name)) for name in SEARCHED}
-        finetune = finetune_job(config, stage0, job.fraction, job.seed, job.w_contrastive, **params)
-        steps = int(result.get("step", 0))
-        complete = (
-            steps == finetune_config(config, finetune).steps and "r_precision_top1" in result
+        finetune = finetune_job(
+            config, stage0, job.fraction, job.seed, job.w_contrastive, **params,
+            subset_seed=job.subset_seed,
         )
+        steps = int(result.get("step", 0))
+        complete = steps == finetune_config(config, finetune).steps
         record = TrialRecord(
             key=f"{job.group}-{finetune.key}",
             kind="search",
@@ -177,8 +187,6 @@ class Recorder:
             metrics=numeric(result),
         )
         self.store.put(record)
-        if complete and self.store.get(finetune.key) is None:
-            self.record_finetune(finetune, result, checkpoint)
         self.log_search(record)
         outcome = "all steps" if complete else f"stopped by ASHA after {steps} steps"
         values = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
@@ -241,6 +249,7 @@ class Recorder:
         params = fields_of(
             job, "fraction", "n_pairs", "w_contrastive", "w_distill", "seed", "recipe", "budget"
         )
+        params["subset_seed"] = job.subset_seed
         params["encoder_key"] = job.encoder_key
         params["generator"] = job.arm
         metrics = dict(record.metrics)
@@ -275,14 +284,13 @@ class Recorder:
         evaluations = [as_evaluation(record) for record in records]
         gaps = robustness_gaps(evaluations)
         headline = headline_metric(evaluations)
-        drops = robustness_gaps(evaluations, headline) if headline == "accuracy_top1" else {}
+        drops = robustness_gaps(evaluations, headline)
         for record in records:
             if record.key in gaps and not record.delta_logged:
-                delta, ci = gaps[record.key]
-                logged = {"delta_fid": delta, "delta_fid_ci95": ci}
+                # paired on each repeat's noise: the interval is Student-t over the repeats
+                logged = gap_metrics("delta_fid", gaps[record.key])
                 if record.key in drops:  # clean minus attacked
-                    drop, drop_ci = drops[record.key]
-                    logged.update(accuracy_drop=-drop, accuracy_drop_ci95=drop_ci)
+                    logged.update(gap_metrics(DROPS[headline], drops[record.key], -1.0))
                 run_id = self.tracker.find_trial(record.key)
                 self.tracker.log_metrics(run_id, logged, step=record.job.n_pairs)
                 self.store.update(record.key, delta_logged=True)
@@ -312,10 +320,20 @@ class Recorder:
                 name += "" if row.get("generator", "frozen") == "frozen" else "_adapted"
                 metrics = {f"fid/{name}": row["fid"], f"{headline}/{name}": row[headline]}
                 if row["recipe"] != "none":
-                    for gap in ("delta_fid", "accuracy_drop"):
+                    for gap in ("delta_fid", DROPS[headline]):
                         if gap in row:
                             metrics[f"{gap}/{name}"] = row[gap]
                 self.tracker.parent_metrics(metrics, step=int(row["n_pairs"]))
             for path in (self.folder / "table.txt", self.folder / "rows.json"):
                 self.tracker.parent_artifact(path, "results")
         return table
+
+
+def gap_metrics(name: str, gap: Gap, sign: float = 1.0) -> dict[str, float]:
+    """One evaluation's gap as MLflow metrics: its value and Student-t half-width over the
+    paired repeats (nan with fewer than two)."""
+    from moclip.metrics import t_interval
+
+    values = [sign * d for d in gap.per_repeat]
+    half = t_interval(values)[1] if len(values) >= 2 else float("nan")
+    return {name: sign * gap.value, f"{name}_ci95": half}

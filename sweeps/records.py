@@ -20,9 +20,15 @@ def _from_dict(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+# fields added after stores were written: left out while unset, so that a record reads
+# back as the version that wrote it did
+LATER_FIELDS = ("subset_seed",)
+
+
 class _Record:
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: v for k, v in out.items() if not (k in LATER_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
@@ -31,7 +37,8 @@ class _Record:
 
 @dataclass(frozen=True)
 class FinetuneJob(_Record):
-    """One fine-tune of stage 1 (or, with key "base-…" and no seed, the original encoder)."""
+    """One fine-tune of stage 1 (or, with key "base-…" and no seed, the original encoder):
+    `subset_seed` draws its nested subset, `seed` its initialisation and batches."""
 
     kind: ClassVar[str] = "finetune"
     key: str
@@ -44,10 +51,11 @@ class FinetuneJob(_Record):
     n_motions: int = 0
     lr_text: float | None = None  # None: the config's rate (a grid point), else Optuna's
     lr_motion: float | None = None
+    subset_seed: int | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.seed is None
+        return self.key.startswith("base-")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class SearchJob(_Record):
     w_distill: float | None = None
     lr_text: float | None = None
     lr_motion: float | None = None
+    subset_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,17 @@ class EvaluationJob(_Record):
     # `generator` by the others once it is
     arm: str = "frozen"
     generator: str | None = None
+    # the fine-tune's subset draw (None: the original encoder, which has none); `seed` is the
+    # fine-tune's training seed, or for the original encoder the generation seed alone
+    subset_seed: int | None = None
+
+    def generation_seed(self, study) -> int:
+        """The generation noise of this (subset seed, seed) unit: each unit its own draw, the
+        same for its clean and attacked conditions (ΔFID is paired on it)."""
+        import numpy as np
+
+        parts = [study.evaluation.seed, self.subset_seed or 0, self.seed or 0]
+        return int(np.random.SeedSequence(parts).generate_state(1)[0] >> 1)
 
     @property
     def adapts(self) -> bool:
@@ -150,6 +170,7 @@ def as_evaluation(record: TrialRecord) -> Evaluation:
         n_pairs=job.n_pairs,
         metrics=record.metrics,
         arm=job.arm,
+        subset_seed=job.subset_seed,
     )
 
 

@@ -23,6 +23,7 @@ Running the same command again reuses every finished trial and creates no duplic
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -352,7 +353,17 @@ def run(config: StudyConfig, args: argparse.Namespace) -> int:
         return 130
     second = "recognition accuracy" if stage0.labels is not None else "R-precision top-3"
     result = stage_log("result")
-    result.log(RESULT, "FID, ΔFID and %s (mean ± 95 %% interval over seeds):\n%s", second, table)
+    result.log(
+        RESULT,
+        "FID, ΔFID, KID and %s (mean ± 95 %% Student-t interval over seed units; "
+        "(repeats): over generation repeats):\n%s",
+        second,
+        table,
+    )
+    fits = sweep.state.folder / "report" / "fits.json"
+    if fits.is_file():  # the answer, one sentence per attack and budget
+        for row in json.loads(fits.read_text()):
+            result.log(RESULT, "%s", row["sentence"])
     result.log(
         RESULT,
         f"report: {sweep.state.folder / 'report' / 'summary.html'}; MLflow: "

@@ -138,7 +138,8 @@ class Stage0:
     root: str  # the data folder
     train_fingerprint: str
     test_fingerprint: str
-    subset_sizes: dict[tuple[float, int], tuple[int, int]]  # (fraction, seed) -> motions, pairs
+    # (fraction, subset seed) -> motions, pairs
+    subset_sizes: dict[tuple[float, int], tuple[int, int]]
     evaluator_path: Path
     generator_path: Path
     prompts: list[str]
@@ -147,6 +148,14 @@ class Stage0:
     repairs: dict[str, dict] = field(default_factory=dict)  # per split: the loader's repairs
     transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
     transfer_paths: dict[tuple[str, int], Path] = field(default_factory=dict)
+    # Optuna mode's prompts, lengths and transfer sets: from the validation split, so that
+    # the search never reads the test split (empty in grid mode)
+    search_prompts: list[str] = field(default_factory=list)
+    search_lengths: list[int] = field(default_factory=list)
+    search_transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(
+        default_factory=dict
+    )
+    val_fingerprint: str | None = None
     figures: dict[str, dict] = field(default_factory=dict)  # per model, once it is ready
     running: dict[str, ray.ObjectRef] = field(default_factory=dict)  # per model still training
     started: float = field(default_factory=time.monotonic)
@@ -196,23 +205,42 @@ class Stage0:
                 f"({time.monotonic() - self.started:.0f} s)"
             )
 
-    def payload(self, config: StudyConfig) -> dict:
+    def payload(self, config: StudyConfig, split: str = "test") -> dict:
         """What a scoring trial needs, as plain values for Ray's object store: the config, the
         evaluator and generator (each its file's bytes or, while it trains, the reference to
-        its training task's result: see `resolve_models`), the prompts, their lengths and
-        transfer sets."""
+        its training task's result: see `resolve_models`), the prompts of `split` ("test", or
+        "val" for the search), their lengths and transfer sets, and where the data is."""
+        if split == "val":
+            return {
+                **self.payload(config),
+                "split": "val",
+                "prompts": self.search_prompts,
+                "lengths": self.search_lengths,
+                "labels": None,
+                "transfer": _transfer_payload(self.search_transfer_sets),
+            }
         return {
+            "split": "test",
+            "root": self.root,
+            "fingerprints": {
+                **self.fingerprints,
+                **({"val": self.val_fingerprint} if self.val_fingerprint else {}),
+            },
             "study": config.to_dict(),
             "evaluator": self.running.get("evaluator") or self.evaluator_path.read_bytes(),
             "generator": self.running.get("generator") or self.generator_path.read_bytes(),
             "prompts": self.prompts,
             "lengths": self.lengths,
             "labels": self.labels,
-            "transfer": {
-                f"{recipe}|{budget}": [asdict(r) for r in records]
-                for (recipe, budget), records in self.transfer_sets.items()
-            },
+            "transfer": _transfer_payload(self.transfer_sets),
         }
+
+
+def _transfer_payload(sets: dict[tuple[str, int], list[PerturbedPrompt]]) -> dict:
+    return {
+        f"{recipe}|{budget}": [asdict(r) for r in records]
+        for (recipe, budget), records in sets.items()
+    }
 
 
 def recognizer_line(figures: dict) -> str:
@@ -274,10 +302,10 @@ def run_stage0(config: StudyConfig) -> Stage0:
             + (" - raise data.num_motions" if config.data.kind == "synthetic" else "")
         )
     sizes = {}
-    for seed in config.grid.seeds:
+    for subset_seed in config.grid.subset_seeds:
         for fraction in config.grid.fractions:
-            subset = train.subset(nested_subset(train.motion_ids, fraction, seed))
-            sizes[(fraction, seed)] = (len(subset.motion_ids), subset.num_pairs)
+            subset = train.subset(nested_subset(train.motion_ids, fraction, subset_seed))
+            sizes[(fraction, subset_seed)] = (len(subset.motion_ids), subset.num_pairs)
 
     cache = Path(config.workdir) / "cache"
     evaluator_key, generator_key = model_keys(config, fingerprints)
@@ -298,29 +326,23 @@ def run_stage0(config: StudyConfig) -> Stage0:
         else:
             log.info(f"training the {name} (Ray task)")
 
-    prompts, lengths, labels = evaluation_prompts(test, config.attacks.prompts, config.attacks.seed)
-    transfer_sets, transfer_paths = {}, {}
-    prompt_cache = cache / "prompts"
-    for recipe in config.attacks.recipes:
-        for budget in config.attacks.budgets:
-            records = perturb(
-                prompts,
-                recipe,
-                budget,
-                config.attacks.seed,
-                cache_dir=prompt_cache,
-                data_fingerprint=fingerprints["test"],
+    count = config.attacks.prompts or len(test)
+    prompts, lengths, labels = evaluation_prompts(test, count, config.attacks.seed)
+    warn_sample_size(config, len(prompts), len(test))
+    transfer_sets, transfer_paths = transfer_prompts(config, prompts, fingerprints["test"], cache)
+    search_prompts, search_lengths, search_sets = [], [], {}
+    if config.search.mode == "optuna":  # scored on the validation split only
+        val = splits["val"]
+        if len(val) < R_PRECISION_BATCH and config.search.objective == "r_precision_top3":
+            raise DatasetError(
+                f"{root}: the validation split has {len(val)} motions; the search objective "
+                f"r_precision_top3 needs at least {R_PRECISION_BATCH} (one R-precision batch)"
+                + (" - raise data.num_motions" if config.data.kind == "synthetic" else "")
             )
-            transfer_sets[(recipe, budget)] = records
-            key = set_key(
-                fingerprints["test"], recipe, Budget.parse(budget), config.attacks.seed, None
-            )
-            transfer_paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
-            changed = sum(r.success for r in records)
-            log.info(
-                f"prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
-                f" e.g. {records[0].original!r} -> {records[0].perturbed!r}"
-            )
+        search_prompts, search_lengths, _ = evaluation_prompts(
+            val, config.search.prompts or count, config.attacks.seed
+        )
+        search_sets, _ = transfer_prompts(config, search_prompts, fingerprints["val"], cache)
 
     return Stage0(
         root=root,
@@ -335,7 +357,64 @@ def run_stage0(config: StudyConfig) -> Stage0:
         repairs={name: part.repairs for name, part in splits.items() if part.repairs},
         transfer_sets=transfer_sets,
         transfer_paths=transfer_paths,
+        search_prompts=search_prompts,
+        search_lengths=search_lengths,
+        search_transfer_sets=search_sets,
+        val_fingerprint=fingerprints.get("val"),
         figures={name: value[1] for name, value in pending.items() if isinstance(value, tuple)},
         running={name: ref for name, ref in pending.items() if not isinstance(ref, tuple)},
         started=started,
     )
+
+
+def transfer_prompts(
+    config: StudyConfig, prompts: list[str], fingerprint: str, cache: Path
+) -> tuple[dict[tuple[str, int], list[PerturbedPrompt]], dict[tuple[str, int], Path]]:
+    """Every transfer recipe at every budget on `prompts` (of the split with `fingerprint`),
+    each set made once and cached, and the cached files' paths."""
+    sets, paths = {}, {}
+    prompt_cache = cache / "prompts"
+    for recipe in config.attacks.recipes:
+        for budget in config.attacks.budgets:
+            records = perturb(
+                prompts,
+                recipe,
+                budget,
+                config.attacks.seed,
+                cache_dir=prompt_cache,
+                data_fingerprint=fingerprint,
+            )
+            sets[(recipe, budget)] = records
+            key = set_key(fingerprint, recipe, Budget.parse(budget), config.attacks.seed, None)
+            paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
+            changed = sum(r.success for r in records)
+            log.info(
+                f"prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
+                f" e.g. {records[0].original!r} -> {records[0].perturbed!r}"
+            )
+    return sets, paths
+
+
+def feature_width(config: StudyConfig) -> int:
+    """The width of the space FID is computed in: the recogniser's or the evaluator's."""
+    from moclip.evaluation.evaluator import EvaluatorConfig
+
+    if uses_recognizer(config):
+        return config.evaluation.recognizer.feature_width
+    return EvaluatorConfig().out_width
+
+
+def warn_sample_size(config: StudyConfig, generated: int, real: int) -> None:
+    """Warn where FID compares fewer motions than its features' width: both covariances are
+    then singular and FID is mostly bias (the report gives KID and the real-vs-real floor)."""
+    width = feature_width(config)
+    if min(generated, real) < width:
+        log.warning(
+            "FID compares %d generated with %d real motions in a %d-wide feature space: fewer "
+            "motions than features, so both covariances are singular and FID is mostly "
+            "small-sample bias; read it against the report's real-vs-real floor and KID "
+            "(attacks.prompts: 0 generates one motion per test motion)",
+            generated,
+            real,
+            width,
+        )

@@ -39,7 +39,8 @@ def finetune_worker(loop_config: dict) -> None:
     """One Ray Train worker: fine-tune on the job's nested subset, report checkpoints every
     `ray.checkpoint_every` steps, keep the weights the validation split scores best, then score
     retrieval on the test split and report them as the final checkpoint. Picks up from the
-    latest checkpoint after a worker failure.
+    latest checkpoint after a worker failure. A search trial (Optuna mode) skips the test
+    scores: it never reads the test split.
 
     With `loop_config["scoring"]` (Optuna mode) it reports at ASHA's rungs and at checkpoints,
     and rank 0 adds the search objective of the model at that step (what Optuna and ASHA read;
@@ -159,7 +160,7 @@ def finetune_worker(loop_config: dict) -> None:
         final.update(run.select(plain))  # the validation's best weights, before the test
     else:  # restarted from its final checkpoint, which holds the chosen weights
         final.update({k: resumed[k] for k in ("loss", "selected_step", "val_score") if k in resumed})
-    if rank == 0:
+    if rank == 0 and scorer is None:  # a search trial never reads the test split
         final.update(run.test_scores(plain, device))
     report(final, config.steps, with_optimizer=False)
 
@@ -256,7 +257,9 @@ def evaluation_trial(
         with ray.train.Checkpoint(job.generator).as_directory() as folder:
             scorer.use_generator(load_generator(Path(folder) / GENERATOR_FILE, device)[0])
     recipe, budget = job.recipe, job.budget
-    metrics, records = scorer.score(embedder, recipe, budget)
+    metrics, records = scorer.score(embedder, recipe, budget, seed=job.generation_seed(study))
+    if recipe == "none":  # the real-versus-real floor at the same sample sizes, beside it
+        metrics.update(scorer.floor())
     metrics["eval_seconds"] = round(time.monotonic() - started, 1)
     if records is None and adapted is None:
         ray.tune.report(metrics)

@@ -42,8 +42,8 @@ def test_an_action3d_sweep_is_scored_by_the_recogniser(msr_action3d, tmp_path):
     out = done.stdout
     assert "[stage 0] test repairs: dropped 9 as gap_too_long (a13_s02_e02" in out
     assert "[stage 0] action recogniser on the real test subjects: accuracy top-1" in out
-    assert "FID, ΔFID and recognition accuracy" in out
-    table = out.split("recognition accuracy (mean ± 95 % interval over seeds):")[1]
+    assert "FID, ΔFID, KID and recognition accuracy" in out
+    table = out.split("over generation repeats):")[1]
     assert "accuracy top-1" in table and "accuracy drop" in table and "R-prec" not in table
 
     folder = tmp_path / "sweeps" / sweep_key(load_config(CONFIG, overrides))

@@ -234,7 +234,7 @@ def test_checkpoints_and_plots_land_in_the_bucket(stack, swept):
     # fine-tuned checkpoints as MLflow artifacts, and Ray Train's own checkpoints
     assert sum(k.endswith("/checkpoint/moclip.pt") for k in mlflow_keys) == 2
     assert sum(k.endswith("/moclip.pt") and "checkpoint_" in k for k in ray_keys) >= 2
-    for plot in ("fid_vs_pairs.png", "delta_fid_heatmap.png", "delta_fid_power_law.png"):
+    for plot in ("fid_vs_pairs.png", "delta_fid_heatmap.png", "delta_fid_trend.png"):
         assert any(k.endswith(f"/report/{plot}") for k in mlflow_keys), plot
     assert any(k.endswith("/report/summary.html") for k in mlflow_keys)
     for model in ("evaluator", "generator"):

@@ -1,5 +1,6 @@
-"""The dashboard report: the power-law fit recovers a known exponent, and the report reads
-evaluation runs back from a real MLflow store and writes every figure and table."""
+"""The dashboard report: the scaling answer (a trend per doubling with its interval and test,
+a power law only where enough set sizes identify it), and the report reads evaluation runs
+back from a real MLflow store and writes every figure and table."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboards.power_law import fit_power_law, power_law
 from dashboards.report import (
     ReportError,
     evaluation_records,
@@ -19,6 +19,7 @@ from dashboards.report import (
     search_evaluations,
     write_report,
 )
+from dashboards.scaling import fit_power_law, power_law, scaling_row, trend
 
 PAIRS = (300, 750, 1500, 3000, 6000)
 
@@ -28,18 +29,53 @@ def test_power_law_fit_recovers_the_exponent():
     n = np.repeat(np.array(PAIRS, dtype=float), 3)
     y = power_law(n, 40.0, 0.6, 0.5) + rng.normal(0, 0.01, len(n))
     fit = fit_power_law(n, y)
-    assert fit is not None and fit.points == len(n)
-    assert abs(fit.b - 0.6) < 3 * max(fit.b_ci95 / 1.96, 0.01)
+    assert fit is not None and fit.points == len(n) and fit.identifiable
+    assert abs(fit.b - 0.6) < max(fit.b_ci95, 0.03)
     assert abs(fit.c - 0.5) < 0.1 and fit.rmse < 0.05
 
 
-def test_power_law_fit_needs_enough_points_and_sizes():
-    assert fit_power_law(np.array([100.0, 200.0, 400.0]), np.array([3.0, 2.0, 1.0])) is None
+def units(pairs, gaps_of_unit) -> dict[tuple, list[tuple[float, float]]]:
+    """Points by seed unit: unit i gets gaps_of_unit(i, pairs) at every set size."""
+    return {(0, i): list(zip(pairs, gaps_of_unit(i, np.asarray(pairs, float)))) for i in range(3)}
+
+
+def test_a_power_law_on_three_set_sizes_is_refused():
+    sizes = [300.0, 1500.0, 6000.0]
+    assert fit_power_law(np.repeat(sizes, 3), np.tile([3.0, 2.0, 1.0], 3)) is None
     # four points but only two set sizes: the offset and the exponent cannot be told apart
     assert fit_power_law(np.array([100.0, 100, 400, 400]), np.array([3.0, 3.1, 1, 1.1])) is None
-    # the original encoder (N = 0) is left out of the fit
+    row = scaling_row("greedy b1", "ΔFID", units(sizes, lambda i, n: 8 * n**-0.5 + 0.01 * i))
+    assert row["power_law"] == "not fitted: 3 set sizes (needs 5)"
+    assert "b" not in row and "power law" not in row["aic"]
+    # the original encoder (N = 0) is left out of a fit
     n = np.array([0.0, *PAIRS])
     assert fit_power_law(n, power_law(np.maximum(n, 1), 5.0, 0.5, 0.0)).points == len(PAIRS)
+
+
+def test_a_flat_trend_is_no_trend():
+    rng = np.random.default_rng(3)
+    flat = units(PAIRS, lambda i, n: 5.0 + rng.normal(0, 0.5, len(n)))
+    row = scaling_row("char-swap b2", "ΔFID", flat)
+    assert not row["trend_detected"] and row["ci95_low"] < 0 < row["ci95_high"]
+    assert row["sentence"].startswith("char-swap b2: no trend detectable at this size")
+    assert row["units"] == 3 and row["set_sizes"] == len(PAIRS)
+
+
+def test_a_real_trend_is_found_with_its_sign_and_size():
+    # ΔFID falls by 1.5 per doubling in every unit, with noise: the interval holds -1.5
+    rng = np.random.default_rng(4)
+    falling = units(PAIRS, lambda i, n: 20 - 1.5 * np.log2(n) + rng.normal(0, 0.2, len(n)))
+    found = trend(falling)
+    assert found.detected and found.low < -1.5 < found.high and found.p_value < 0.05
+    row = scaling_row("greedy b2", "ΔFID", falling)
+    assert "ΔFID shrinks by 1.5" in row["sentence"] and "95 % CI" in row["sentence"]
+    # linear in log N has no saturation: the power law runs to its bound and says so
+    assert row["power_law"].startswith("not identifiable")
+    assert row["aic"]["log-linear"] < row["aic"]["constant"]
+    # one unit: a slope, but no interval and no claim
+    single = trend({(0, 0): falling[(0, 0)]})
+    assert single.units == 1 and not single.detected
+    assert "no trend can be claimed" in single.sentence("greedy b2")
 
 
 def log_study(uri: str, experiment: str, artifacts: Path) -> tuple[str, set[str]]:
@@ -104,19 +140,23 @@ def test_report_from_mlflow_runs(tmp_path):
         "delta_fid_vs_pairs.png",
         "r_precision_top3_vs_pairs.png",
         "delta_fid_heatmap.png",
-        "delta_fid_power_law.png",
+        "delta_fid_trend.png",
     ):
         assert figure in names and (out / figure).stat().st_size > 10_000
-    fits = {f["condition"]: f for f in json.loads((out / "fits.json").read_text())}
+    rows = json.loads((out / "fits.json").read_text())
+    fits = {f["condition"]: f for f in rows if f["metric"] == "ΔFID"}
     assert set(fits) == {"char-swap b1 wd0", "char-swap b1 wd1"}
     for fit in fits.values():
-        assert abs(fit["b"] - 0.5) < 0.05 and fit["points"] == 10
+        # ΔFID = 8 N^-0.5 + 0.2: falls with every doubling, five sizes identify the power law
+        assert fit["trend_detected"] and fit["slope_per_doubling"] < 0
+        assert abs(fit["power_law"]["b"] - 0.5) < 0.05 and fit["points"] == 10
     rows = json.loads((out / "rows.json").read_text())
     attacked = [r for r in rows if r["condition"] == "char-swap b1" and r["fraction"] == 1.0]
     assert {r["w_distill"] for r in attacked} == {0.0, 1.0}
     assert all(r["seeds"] == 2 and r["delta_fid_ci95"] > 0 for r in attacked)
     summary = (out / "summary.md").read_text()
-    assert "| 0 (original) |" in summary and "b ± 95 %" in summary
+    assert "| 0 (original) |" in summary and "per doubling ± 95 %" in summary
+    assert "- char-swap b1 wd0: ΔFID shrinks by" in summary
     assert "<table>" in (out / "summary.html").read_text()
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert "report/summary.html" in logged and "report/delta_fid_heatmap.png" in logged
@@ -138,7 +178,7 @@ def test_report_of_a_sweep_without_attacks(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         paths = write_report(clean, tmp_path / "report", "clean only")
-    assert {"fid_vs_pairs.png", "delta_fid_power_law.png"} <= {p.name for p in paths}
+    assert {"fid_vs_pairs.png", "delta_fid_trend.png"} <= {p.name for p in paths}
     assert json.loads((tmp_path / "report" / "fits.json").read_text()) == []
 
 

@@ -5,10 +5,13 @@ from moclip.metrics import (
     diversity,
     fid,
     frechet_distance,
+    kid,
     matching_score,
     mean_interval,
     multimodality,
     r_precision,
+    real_floor,
+    t_interval,
 )
 
 
@@ -65,7 +68,49 @@ def test_matching_diversity_multimodality():
     assert multimodality(x.reshape(40, 10, 6)) > 1.0
 
 
-def test_mean_interval():
+def test_mean_interval_is_student_t():
     mean, half = mean_interval([1.0, 2.0, 3.0, 4.0])
-    assert mean == 2.5 and half == pytest.approx(1.96 * np.std([1, 2, 3, 4]) / 2)
-    assert mean_interval([5.0]) == (5.0, 0.0)
+    # t_{0.975, 3} = 3.182: the textbook quantile, not 1.96
+    assert mean == 2.5 and half == pytest.approx(3.1824 * np.std([1, 2, 3, 4], ddof=1) / 2, 1e-4)
+    single = mean_interval([5.0])
+    assert single[0] == 5.0 and np.isnan(single[1])  # one value: its spread is unknown
+
+
+def test_t_interval_covers_the_mean_95_percent_of_the_time_at_n_3():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(10.0, 2.0, size=(4000, 3))
+    halves = np.array([t_interval(row)[1] for row in samples])
+    covered = np.abs(samples.mean(1) - 10.0) <= halves
+    assert 0.935 < covered.mean() < 0.965
+    # the interval it replaces, 1.96 s / sqrt(n), covers about 81 % at n = 3
+    normal = 1.96 * samples.std(1, ddof=1) / np.sqrt(3)
+    assert (np.abs(samples.mean(1) - 10.0) <= normal).mean() < 0.85
+
+
+def test_kid_is_the_unbiased_cubic_kernel_mmd():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(7, 3)), rng.normal(0.5, 1.0, size=(5, 3))
+
+    def k(a, b):
+        return (sum(ai * bi for ai, bi in zip(a, b)) / 3 + 1) ** 3
+
+    within_x = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    within_y = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    across = sum(k(a, b) for a in x for b in y) / (7 * 5)
+    assert kid(x, y) == pytest.approx(within_x + within_y - 2 * across, rel=1e-12)
+    # unbiased: near 0 on average for two samples of one distribution, even small ones
+    same = [kid(rng.normal(size=(20, 8)), rng.normal(size=(30, 8))) for _ in range(300)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(300)
+    with pytest.raises(ValueError, match="one width"):
+        kid(x, y[:, :2])
+
+
+def test_the_real_floor_is_small_sample_bias():
+    """At 64 motions in 256 dimensions, two samples of one distribution score a large FID;
+    KID stays near 0. The floor is what a perfect generator would score."""
+    rng = np.random.default_rng(6)
+    reference, held_out = rng.normal(size=(90, 256)), rng.normal(size=(400, 256))
+    floor = real_floor(held_out, reference, 64, draws=5)
+    assert floor["floor_motions"] == 64 and floor["floor_reference"] == 90
+    assert floor["floor_fid"] > 50 and abs(floor["floor_kid"]) < 0.5
+    assert floor["floor_fid_ci95"] > 0

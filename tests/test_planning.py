@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dashboards.tables import Evaluation, format_table, robustness_gaps, summary_rows
@@ -84,9 +85,9 @@ def config(tmp_path):
 def stage0(config, tmp_path) -> Stage0:
     """Stage 0's outcome as the planner reads it: fingerprints, subset sizes, model files."""
     sizes = {
-        (fraction, seed): (int(480 * fraction), int(1440 * fraction))
+        (fraction, draw): (int(480 * fraction), int(1440 * fraction))
         for fraction in config.grid.fractions
-        for seed in config.grid.seeds
+        for draw in (*config.grid.subset_seeds, 1)
     }
     return Stage0(
         root=str(tmp_path / "data"),
@@ -108,7 +109,12 @@ def test_the_grid_plans_one_fine_tune_per_point_with_distinct_stable_keys(config
     assert len({job.key for job in jobs}) == len(jobs)
     assert [job.key for job in finetune_jobs(config, stage0)] == [job.key for job in jobs]
     first = jobs[0]
-    assert (first.n_motions, first.n_pairs) == stage0.subset_sizes[(first.fraction, first.seed)]
+    assert (first.n_motions, first.n_pairs) == stage0.subset_sizes[(first.fraction, 0)]
+    # every training seed fine-tunes on the one subset draw; another draw is another job
+    assert {job.subset_seed for job in jobs} == {0}
+    drawn = finetune_job(config, stage0, first.fraction, first.seed, first.w_contrastive,
+                         first.w_distill, subset_seed=1)
+    assert drawn.key != first.key and drawn.subset_seed == 1
     # a grid point and an Optuna sample of the same values are one fine-tune
     sampled = finetune_job(
         config,
@@ -128,19 +134,28 @@ def test_the_grid_plans_one_fine_tune_per_point_with_distinct_stable_keys(config
     assert finetune_jobs(ignored, stage0)[0].key == first.key
 
 
-def test_evaluations_cover_every_encoder_and_condition_whatever_the_checkpoint(config, stage0):
+def test_evaluations_cover_every_encoder_and_condition_whatever_the_checkpoint(tmp_path, stage0):
+    config = load_config(DEFAULT, [f"workdir={tmp_path}", "evaluation.generator=both"])
     encoders = [baseline_encoder(config), *finetune_jobs(config, stage0)]
     jobs = evaluation_jobs(config, stage0, encoders)
     assert config.evaluation.arms == ("frozen", "adapted")
-    # both arms for every fine-tuned encoder; the original encoder only with the frozen one
-    assert len(jobs) == (2 * len(encoders) - 1) * len(conditions(config))
+    # both arms for every fine-tuned encoder; the original encoder only with the frozen one,
+    # once per seed (its generation noise)
+    tuned = len(encoders) - 1
+    assert len(jobs) == (2 * tuned + len(config.grid.seeds)) * len(conditions(config))
+    base = [job for job in jobs if job.fraction == 0 and job.recipe == "none"]
+    assert sorted(job.seed for job in base) == list(config.grid.seeds)
+    assert len({job.generation_seed(config) for job in base}) == len(base)
     adapting = [job for job in jobs if job.adapts]
     assert len(adapting) == len(encoders) - 1 and all(job.recipe == "none" for job in adapting)
     # the frozen arm's keys do not depend on which arms run or how the adapted one trains
     frozen_only = load_config(DEFAULT, [f"workdir={config.workdir}", "evaluation.generator=frozen"])
     alone = evaluation_jobs(frozen_only, stage0, encoders)
     assert [job.key for job in alone] == [job.key for job in jobs if job.arm == "frozen"]
-    longer = load_config(DEFAULT, [f"workdir={config.workdir}", "evaluation.adapt_steps=7"])
+    longer = load_config(
+        DEFAULT,
+        [f"workdir={config.workdir}", "evaluation.generator=both", "evaluation.adapt_steps=7"],
+    )
     moved = {job.key for job in evaluation_jobs(longer, stage0, encoders)}
     assert {job.key for job in jobs if job.arm == "frozen"} < moved
     assert not moved & {job.key for job in jobs if job.arm == "adapted"}
@@ -165,7 +180,8 @@ def test_sweep_key_ignores_where_and_how_it_runs_but_not_what_it_computes(tmp_pa
     base = load_config(DEFAULT, [f"workdir={tmp_path}"])
     moved = load_config(DEFAULT, [f"workdir={tmp_path / 'b'}", "ray.finetune_slots=3"])
     assert sweep_key(base) == sweep_key(moved)
-    assert sweep_key(base) != sweep_key(load_config(DEFAULT, ["grid.seeds=[0,1,2]"]))
+    assert sweep_key(base) != sweep_key(load_config(DEFAULT, ["grid.seeds=[0,1]"]))
+    assert sweep_key(base) != sweep_key(load_config(DEFAULT, ["grid.subset_seeds=[0,1]"]))
     assert digest({"a": 1, "b": [2, 3]}) == digest({"b": [2, 3], "a": 1})
 
 
@@ -187,9 +203,12 @@ def test_records_round_trip_and_the_store_reads_what_earlier_versions_wrote(tmp_
         store.get("ev-broken")
 
 
-def evaluation(encoder: str, seed, recipe: str, budget: int, fid: float, fraction=0.5):
+def evaluation(encoder: str, seed, recipe: str, budget: int, fids, fraction=0.5):
+    """An evaluation with FID `fids` in each generation repeat."""
+    metrics = {"fid": float(np.mean(fids)), "r_precision_top3": 0.6, "repeats": len(fids)}
+    metrics.update({f"fid_r{i}": value for i, value in enumerate(fids)})
     return Evaluation(
-        key=f"ev-{encoder}-{recipe}-{budget}",
+        key=f"ev-{encoder}-{seed}-{recipe}-{budget}",
         encoder_key=encoder,
         fraction=fraction,
         w_distill=None if fraction == 0 else 1.0,
@@ -197,27 +216,41 @@ def evaluation(encoder: str, seed, recipe: str, budget: int, fid: float, fractio
         recipe=recipe,
         budget=budget,
         n_pairs=int(100 * fraction),
-        metrics={"fid": fid, "fid_ci95": 0.5, "r_precision_top3": 0.6, "r_precision_top3_ci95": 0.1},
+        metrics=metrics,
+        subset_seed=None if fraction == 0 else 0,
     )
 
 
 def test_the_table_pairs_each_attack_with_its_encoders_clean_score():
     evaluations = [
-        evaluation("base", None, "none", 0, 30.0, fraction=0.0),
-        evaluation("base", None, "greedy", 1, 40.0, fraction=0.0),
-        evaluation("ft-a", 0, "none", 0, 31.0),
-        evaluation("ft-a", 0, "greedy", 1, 35.0),
-        evaluation("ft-b", 1, "none", 0, 33.0),
-        evaluation("ft-b", 1, "greedy", 1, 39.0),
+        # the original encoder under two generation seeds
+        evaluation("base", 0, "none", 0, [30.0, 32.0], fraction=0.0),
+        evaluation("base", 0, "greedy", 1, [40.0, 41.0], fraction=0.0),
+        evaluation("base", 1, "none", 0, [29.0, 31.0], fraction=0.0),
+        evaluation("base", 1, "greedy", 1, [38.0, 40.0], fraction=0.0),
+        evaluation("ft-a", 0, "none", 0, [31.0, 33.0]),
+        evaluation("ft-a", 0, "greedy", 1, [35.0, 37.0]),
+        evaluation("ft-b", 1, "none", 0, [33.0, 30.0]),
+        evaluation("ft-b", 1, "greedy", 1, [39.0, 36.0]),
     ]
     gaps = robustness_gaps(evaluations)
-    assert gaps["ev-ft-a-greedy-1"][0] == pytest.approx(4.0)
-    assert gaps["ev-base-greedy-1"][0] == pytest.approx(10.0)
+    # paired repeat by repeat, within a seed unit: never the other seed's clean score
+    assert gaps["ev-ft-a-0-greedy-1"].per_repeat == (4.0, 4.0)
+    assert gaps["ev-base-0-greedy-1"].per_repeat == (10.0, 9.0)
+    assert gaps["ev-base-1-greedy-1"].value == pytest.approx(9.0)
     rows = summary_rows(evaluations, gaps)
     (tuned,) = [r for r in rows if r["fraction"] == 0.5 and r["recipe"] == "greedy"]
     assert tuned["seeds"] == 2 and tuned["delta_fid"] == pytest.approx(5.0)
+    # the interval is Student-t over the two units' gaps (4 and 6), recomputable from the row
+    assert tuned["delta_fid_values"] == [4.0, 6.0] and tuned["spread"] == "units"
+    assert tuned["delta_fid_ci95"] == pytest.approx(12.706 * 1.0, rel=1e-3)
+    (original,) = [r for r in rows if r["fraction"] == 0 and r["recipe"] == "greedy"]
+    assert original["seeds"] == 2 and original["delta_fid"] == pytest.approx(9.25)
+    # one unit alone: the interval spans its repeats, and says so
+    alone = summary_rows(evaluations[4:6], robustness_gaps(evaluations[4:6]))
+    assert alone[1]["spread"] == "repeats" and alone[1]["fid_ci95"] == pytest.approx(12.706, rel=1e-4)
     table = format_table(rows)
-    assert "0 (original)" in table and "+10.000" in table and "greedy b1" in table
+    assert "0 (original)" in table and "+9.250" in table and "greedy b1" in table
     record = TrialRecord.from_dict(OLD_EVALUATION)
     assert as_evaluation(record).recipe == "wordnet-synonym"
 

@@ -65,7 +65,7 @@ def test_an_evaluation_samples_at_its_sweeps_batch_size_with_the_same_scores(tmp
             SMOKE, [f"workdir={tmp_path}", f"generator.sample_batch={sample_batch}"]
         )
         payload = {"study": study.to_dict(), "evaluator": evaluator, "generator": generator}
-        payload.update({"prompts": prompts, "lengths": lengths, "transfer": {}})
+        payload.update({"prompts": prompts, "lengths": lengths, "transfer": {}, "root": root})
         scorer = Scorer(payload, torch.device("cpu"))
         sampling = scorer.generator.config
         assert (sampling.sample_batch, sampling.sample_steps) == (
@@ -78,3 +78,71 @@ def test_an_evaluation_samples_at_its_sweeps_batch_size_with_the_same_scores(tmp
     assert one["fid"] > 0
     for name in ("fid", "r_precision_top3", "mm_dist", "diversity"):
         assert all_at_once[name] == pytest.approx(one[name], rel=1e-3, abs=1e-4), name
+
+
+def test_the_search_scores_the_validation_split_and_never_reads_the_test_split(tmp_path):
+    """Optuna mode's objective: validation prompts, perturbed by the same recipes, against the
+    validation split's real motions. With the test split's list of motions taken away after
+    stage 0, the search's scorer and fine-tune still run: they never open it."""
+    import math
+
+    from moclip.data.dataset import DatasetError
+    from moclip.text_encoders import TextEmbedder, build_text_encoder
+    from sweeps.data import data_root, evaluation_prompts, load_split
+    from sweeps.jobs import Scorer, prepare_finetune
+    from sweeps.plan import search_job
+    from sweeps.stage0 import Stage0, train_evaluator_task, train_generator_task, transfer_prompts
+
+    torch.set_num_threads(1)
+    config = load_config(
+        SMOKE,
+        [
+            f"workdir={tmp_path}",
+            "search.mode=optuna",
+            "search.objective=delta_fid",
+            "data.num_motions=640",  # 32 validation motions: one R-precision batch
+        ],
+    )
+    root = data_root(config)
+    splits = {name: load_split("synthetic", root, name) for name in ("train", "val", "test")}
+    fingerprints = {name: part.fingerprint() for name, part in splits.items()}
+    prompts, lengths, _ = evaluation_prompts(splits["val"], 32, config.attacks.seed)
+    sets, _ = transfer_prompts(config, prompts, fingerprints["val"], tmp_path / "cache")
+    stage0 = Stage0(
+        root=root,
+        train_fingerprint=fingerprints["train"],
+        test_fingerprint=fingerprints["test"],
+        subset_sizes={(1.0, 0): (len(splits["train"]), splits["train"].num_pairs)},
+        evaluator_path=tmp_path / "evaluator.pt",
+        generator_path=tmp_path / "generator.pt",
+        prompts=["a test prompt"] * 32,
+        lengths=[40] * 32,
+        search_prompts=prompts,
+        search_lengths=lengths,
+        search_transfer_sets=sets,
+        val_fingerprint=fingerprints["val"],
+    )
+    stage0.evaluator_path.write_bytes(train_evaluator_task(config, root)[0])
+    stage0.generator_path.write_bytes(train_generator_task(config, root)[0])
+    payload = stage0.payload(config, split="val")
+    assert payload["split"] == "val" and payload["prompts"] == prompts
+    val_captions = {c.text for item in splits["val"].items for c in item.captions}
+    test_captions = {c.text for item in splits["test"].items for c in item.captions}
+    assert set(prompts) <= val_captions and not set(prompts) & (test_captions - val_captions)
+    for records in payload["transfer"].values():
+        assert [r["original"] for r in records] == prompts
+
+    hidden = Path(root, "test.txt").rename(Path(root, "test.hidden"))
+    try:
+        with pytest.raises(DatasetError):
+            load_split("synthetic", root, "test")  # the test split is gone
+        scorer = Scorer(payload, torch.device("cpu"))
+        encoder, tokenizer, _ = build_text_encoder(config.encoder)
+        value, per_attack = scorer.objective(TextEmbedder(encoder.eval(), tokenizer))
+        assert math.isfinite(value) and set(per_attack) == {"char-swap"}
+        assert set(scorer._real) == {"val"}  # the real motions it compared with
+        job = search_job(config, stage0, 1.0)
+        run = prepare_finetune(config, job, root, stage0.fingerprints)
+        assert run.val is not None and len(run.subset.motion_ids) == len(splits["train"])
+    finally:
+        hidden.rename(Path(root, "test.txt"))

@@ -16,6 +16,7 @@ from moclip.metrics import (
     diversity,
     frechet_distance,
     gaussian_stats,
+    kid,
     matching_score,
     mean_interval,
     multimodality,
@@ -40,8 +41,10 @@ def evaluate(
     seed: int = 0,
     mm_prompts: int = 32,
     mm_samples: int = 10,
+    reference: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Every metric, each as `name` (mean over repeats) and `name_ci95` (1.96 std / sqrt(R)).
+    """Every metric, each as `name` (mean over repeats) and `name_ci95` (Student-t over the R
+    repeats), the per-repeat values of the headline metrics as `name_r{i}` (`PER_REPEAT`).
 
     Motions are generated from `used_prompts` (clean or perturbed); the evaluator always reads
     `clean_prompts`, so R-precision and MM-Dist ask whether the motion still matches what the
@@ -58,7 +61,7 @@ def evaluate(
             "the evaluator has no reference statistics of real motions; train it "
             "with moclip.evaluation.train_evaluator"
         )
-    reference = (evaluator.reference_mu.cpu().numpy(), evaluator.reference_sigma.cpu().numpy())
+    gaussian = _reference_gaussian(evaluator, reference)
     text_features = evaluator.encode_texts(list(clean_prompts))
     per_repeat: dict[str, list[float]] = {}
     for repeat in range(repeats):
@@ -67,8 +70,13 @@ def evaluate(
         )
         motion_features = evaluator.encode_motions(motions)
         scores = {
-            "fid": frechet_distance(*gaussian_stats(motion_features), *reference),
-            **r_precision(text_features, motion_features, seed=seed + repeat),
+            **_distribution_scores(motion_features, gaussian, reference),
+            # R-precision needs one batch of 32; a smaller set (a small validation split) has none
+            **(
+                r_precision(text_features, motion_features, seed=seed + repeat)
+                if len(text_features) >= 32
+                else {}
+            ),
             "mm_dist": matching_score(text_features, motion_features),
             "diversity": diversity(motion_features, seed=seed + repeat),
         }
@@ -96,11 +104,34 @@ def _multimodality_motions(
     )
 
 
+def _reference_gaussian(scorer, reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The real motions' Gaussian: of `reference` features, else the one `scorer` stores."""
+    if reference is not None:
+        return gaussian_stats(reference)
+    return scorer.reference_mu.cpu().numpy(), scorer.reference_sigma.cpu().numpy()
+
+
+def _distribution_scores(features, gaussian, reference) -> dict[str, float]:
+    """FID against the real motions' Gaussian, and KID where their features are given."""
+    scores = {"fid": frechet_distance(*gaussian_stats(features), *gaussian)}
+    if reference is not None:
+        scores["kid"] = kid(features, reference)
+    return scores
+
+
+# the metrics whose value in each generation repeat is kept (`name_r{i}`): what paired
+# differences and intervals over repeats are computed from
+PER_REPEAT = ("fid", "kid", "r_precision_top3", "accuracy_top1")
+
+
 def _summarise(per_repeat: dict[str, list[float]], repeats: int) -> dict[str, float]:
-    """Each metric's mean over repeats and its interval, and the number of repeats."""
+    """Each metric's mean over repeats and its interval, the headline metrics' value in each
+    repeat, and the number of repeats."""
     result: dict[str, float] = {}
     for name, values in per_repeat.items():
         result[name], result[f"{name}_ci95"] = mean_interval(values)
+        if name in PER_REPEAT:
+            result.update({f"{name}_r{i}": float(v) for i, v in enumerate(values)})
     result["repeats"] = float(repeats)
     return result
 
@@ -116,6 +147,7 @@ def evaluate_actions(
     seed: int = 0,
     mm_prompts: int = 32,
     mm_samples: int = 10,
+    reference: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The action-generation protocol (Action2Motion, ACTOR): every metric in the action
     recogniser's feature space, each as `name` (mean over repeats) and `name_ci95`.
@@ -123,7 +155,7 @@ def evaluate_actions(
     Motions are generated from `used_prompts` (clean or perturbed); `labels` are the actions
     the clean prompts name, so accuracy_top1/top3 ask whether the motion is still recognised
     as what the user meant. FID is against the real test motions the recogniser was frozen
-    with; Diversity over the generated set; MultiModality over `mm_samples` generations of
+    with (or the real motions' features `reference`, which also give KID); Diversity over the generated set; MultiModality over `mm_samples` generations of
     each of the first `mm_prompts` prompts. R-precision is left out: with a few actions, a
     batch holds several motions of the same action whose captions are as right as its own.
     """
@@ -137,7 +169,7 @@ def evaluate_actions(
             "the recogniser has no reference statistics of real motions; train it "
             "with moclip.evaluation.recognizer"
         )
-    reference = (recognizer.reference_mu.cpu().numpy(), recognizer.reference_sigma.cpu().numpy())
+    gaussian = _reference_gaussian(recognizer, reference)
     per_repeat: dict[str, list[float]] = {}
     for repeat in range(repeats):
         motions = generator.generate(
@@ -145,7 +177,7 @@ def evaluate_actions(
         )
         features, logits = recognizer.encode(motions)
         scores = {
-            "fid": frechet_distance(*gaussian_stats(features), *reference),
+            **_distribution_scores(features, gaussian, reference),
             "accuracy_top1": accuracy_top_k(logits, labels, 1),
             "accuracy_top3": accuracy_top_k(logits, labels, 3),
             "diversity": diversity(features, seed=seed + repeat),
