@@ -76,8 +76,16 @@ class AttackConfig:
     # test prompts attacked and scored, one generated motion each; 0: every test motion
     prompts: int = 0
     seed: int = 0
+    # the meaning check of every perturbation (moclip.attacks.meaning): cosine similarity of
+    # the perturbed to the clean prompt under the judge (multilingual-e5-small, not the
+    # encoder under attack) at least this, and no word swapped for its antonym
+    meaning_threshold: float = 0.92
 
     def __post_init__(self) -> None:
+        if not 0 < self.meaning_threshold <= 1:
+            raise ValueError(
+                f"meaning_threshold must be in (0, 1], got {self.meaning_threshold}"
+            )
         for recipe in (*self.recipes, self.greedy_recipe):
             if recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(RECIPES)}")

@@ -135,6 +135,16 @@ def load_splits(config: StudyConfig, root: str) -> dict[str, MotionDataset]:
     return {split: load_split(config.data.kind, root, split) for split in splits}
 
 
+def caption_tags(split: MotionDataset, prompts: list[str]) -> list[list[str] | None]:
+    """Per prompt, the caption file's parts of speech of its words where the file has them
+    (HumanML3D's `word/POS`), else None (the attack's tagger reads them)."""
+    found: dict[str, list[str] | None] = {}
+    for item in split.items:
+        for caption in item.captions:
+            found.setdefault(caption.text, caption.parts_of_speech)
+    return [found.get(prompt) for prompt in prompts]
+
+
 def evaluation_prompts(
     test: MotionDataset, count: int, seed: int
 ) -> tuple[list[str], list[int], list[int] | None]:

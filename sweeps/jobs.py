@@ -83,6 +83,7 @@ class Scorer:
         generator, _ = load_bytes(payload["generator"], load_generator, device)
         self.use_generator(generator)
         self.prompts, self.lengths = payload["prompts"], payload["lengths"]
+        self.tags = payload.get("tags") or [None] * len(self.prompts)
         # the split the prompts come from and the real motions are compared with: "test", or
         # "val" for the search's objective (the test split never chooses anything)
         self.split = payload.get("split", "test")
@@ -166,7 +167,13 @@ class Scorer:
         if recipe == "greedy":
             attacks = self.study.attacks
             return perturb(
-                self.prompts[:count], attacks.greedy_recipe, budget, attacks.seed, encoder=embedder
+                self.prompts[:count],
+                attacks.greedy_recipe,
+                budget,
+                attacks.seed,
+                encoder=embedder,
+                threshold=attacks.meaning_threshold,
+                tags=self.tags[:count],
             )
         return self.transfer[f"{recipe}|{budget}"][:count]
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from itertools import product
 from typing import TYPE_CHECKING
 
+from moclip.attacks.perturb import SET_FORMAT
 from sweeps.config import StudyConfig
 from sweeps.keys import digest
 from sweeps.records import EvaluationJob, FinetuneJob, SearchJob
@@ -155,6 +156,9 @@ def scoring_key(config: StudyConfig, stage0: Stage0) -> str:
             config.attacks.seed,
             config.attacks.greedy_recipe,
             config.evaluation_key(),
+            # the perturbation code's version and meaning check decide every attacked set
+            SET_FORMAT,
+            config.attacks.meaning_threshold,
         ]
     )
 

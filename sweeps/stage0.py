@@ -23,6 +23,7 @@ from sweeps.data import (
     R_PRECISION_BATCH,
     assigned_device,
     data_root,
+    caption_tags,
     evaluation_prompts,
     load_splits,
     node_split,
@@ -144,7 +145,8 @@ class Stage0:
     generator_path: Path
     prompts: list[str]
     lengths: list[int]
-    labels: list[int] | None = None  # the prompts' actions (MSR Action3D), else None
+    labels: list[int] | None = None
+    tags: list[list[str] | None] = field(default_factory=list)  # the file's, per prompt  # the prompts' actions (MSR Action3D), else None
     repairs: dict[str, dict] = field(default_factory=dict)  # per split: the loader's repairs
     transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
     transfer_paths: dict[tuple[str, int], Path] = field(default_factory=dict)
@@ -217,6 +219,7 @@ class Stage0:
                 "prompts": self.search_prompts,
                 "lengths": self.search_lengths,
                 "labels": None,
+                "tags": [],
                 "transfer": _transfer_payload(self.search_transfer_sets),
             }
         return {
@@ -232,6 +235,7 @@ class Stage0:
             "prompts": self.prompts,
             "lengths": self.lengths,
             "labels": self.labels,
+            "tags": self.tags,
             "transfer": _transfer_payload(self.transfer_sets),
         }
 
@@ -329,7 +333,10 @@ def run_stage0(config: StudyConfig) -> Stage0:
     count = config.attacks.prompts or len(test)
     prompts, lengths, labels = evaluation_prompts(test, count, config.attacks.seed)
     warn_sample_size(config, len(prompts), len(test))
-    transfer_sets, transfer_paths = transfer_prompts(config, prompts, fingerprints["test"], cache)
+    tags = caption_tags(test, prompts)
+    transfer_sets, transfer_paths = transfer_prompts(
+        config, prompts, fingerprints["test"], cache, tags
+    )
     search_prompts, search_lengths, search_sets = [], [], {}
     if config.search.mode == "optuna":  # scored on the validation split only
         val = splits["val"]
@@ -342,7 +349,9 @@ def run_stage0(config: StudyConfig) -> Stage0:
         search_prompts, search_lengths, _ = evaluation_prompts(
             val, config.search.prompts or count, config.attacks.seed
         )
-        search_sets, _ = transfer_prompts(config, search_prompts, fingerprints["val"], cache)
+        search_sets, _ = transfer_prompts(
+            config, search_prompts, fingerprints["val"], cache, caption_tags(val, search_prompts)
+        )
 
     return Stage0(
         root=root,
@@ -354,6 +363,7 @@ def run_stage0(config: StudyConfig) -> Stage0:
         prompts=prompts,
         lengths=lengths,
         labels=labels,
+        tags=tags,
         repairs={name: part.repairs for name, part in splits.items() if part.repairs},
         transfer_sets=transfer_sets,
         transfer_paths=transfer_paths,
@@ -368,10 +378,16 @@ def run_stage0(config: StudyConfig) -> Stage0:
 
 
 def transfer_prompts(
-    config: StudyConfig, prompts: list[str], fingerprint: str, cache: Path
+    config: StudyConfig,
+    prompts: list[str],
+    fingerprint: str,
+    cache: Path,
+    tags: list[list[str] | None] | None = None,
 ) -> tuple[dict[tuple[str, int], list[PerturbedPrompt]], dict[tuple[str, int], Path]]:
-    """Every transfer recipe at every budget on `prompts` (of the split with `fingerprint`),
-    each set made once and cached, and the cached files' paths."""
+    """Every transfer recipe at every budget on `prompts` (of the split with `fingerprint`;
+    `tags`: the file's parts of speech per prompt, or None), each set made once, under the
+    meaning check, and cached; and the cached files' paths."""
+    threshold = config.attacks.meaning_threshold
     sets, paths = {}, {}
     prompt_cache = cache / "prompts"
     for recipe in config.attacks.recipes:
@@ -383,9 +399,13 @@ def transfer_prompts(
                 config.attacks.seed,
                 cache_dir=prompt_cache,
                 data_fingerprint=fingerprint,
+                threshold=threshold,
+                tags=tags,
             )
             sets[(recipe, budget)] = records
-            key = set_key(fingerprint, recipe, Budget.parse(budget), config.attacks.seed, None)
+            key = set_key(
+                fingerprint, recipe, Budget.parse(budget), config.attacks.seed, None, threshold
+            )
             paths[(recipe, budget)] = prompt_cache / f"{key}.jsonl"
             changed = sum(r.success for r in records)
             log.info(

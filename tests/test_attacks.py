@@ -1,8 +1,9 @@
 import pytest
 
 from moclip.attacks.perturb import Budget, levenshtein, perturb, read_set, set_statistics
-from moclip.attacks.recipes import HOMOGLYPHS, RECIPES, inflect_like, wordnet_synonyms
+from moclip.attacks.recipes import HOMOGLYPHS, RECIPES
 from moclip.attacks.resources import MissingWordNetError, STOPWORDS, prepare_nltk_data
+from moclip.attacks.words import protected, synonyms, tag_words
 
 PROMPTS = [
     "a person walks forward slowly and then turns left.",
@@ -43,29 +44,90 @@ def test_homoglyphs_replace_letters_with_look_alikes():
             assert x == y or HOMOGLYPHS[x] == y
 
 
-def test_wordnet_swaps_are_wordnet_synonyms_of_the_same_part_of_speech():
-    from nltk.corpus import wordnet
-
+def test_synonyms_keep_the_part_of_speech_in_context_and_the_inflection():
     prepare_nltk_data()
-    synonyms = wordnet_synonyms("jumps")  # a verb here, by WordNet's sense counts
-    assert "leaps" in synonyms and all(s.endswith("s") for s in synonyms)
-    assert "jumping" not in synonyms and "walkway" not in wordnet_synonyms("walks")
-    lemmas = {lemma.name() for s in wordnet.synsets("jump", wordnet.VERB) for lemma in s.lemmas()}
-    assert all(s[:-1] in lemmas or s[:-2] in lemmas for s in synonyms)
+    assert "leaps" in synonyms("jumps", "VERB")
+    assert all(w.endswith("ing") for w in synonyms("walking", "VERB"))
+    assert "rapidly" in synonyms("quickly", "ADV")
+    assert synonyms("Quickly", "ADV")[0][0].isupper()  # cased as the word was
+    assert synonyms("jumps", "NOUN") != synonyms("jumps", "VERB")
+    # the part of speech is read in the sentence: a verb here, a noun there
+    assert tag_words("she walks home".split())[1] == "VERB"
+    assert tag_words("the evening walks were long".split())[2] == "NOUN"
     for record in perturb(PROMPTS, "wordnet-synonym", 1, seed=2):
-        changed = [
-            (a, b) for a, b in zip(record.original.split(), record.perturbed.split()) if a != b
-        ]
-        for before, after in changed:
-            assert after.strip(".,") in wordnet_synonyms(before.strip(".,"))
+        for before, after in zip(record.original.split(), record.perturbed.split()):
+            if before != after:
+                word = before.strip(".,")
+                tags = tag_words([w.strip(".,") for w in record.original.split()])
+                index = [w.strip(".,") for w in record.original.split()].index(word)
+                assert after.strip(".,") in synonyms(word, tags[index])
 
 
-def test_inflection():
-    assert inflect_like("walks", "walk", "stroll") == "strolls"
-    assert inflect_like("walking", "walk", "stroll") == "strolling"
-    assert inflect_like("walked", "walk", "stride") == "strided"
-    assert inflect_like("walk", "walk", "stroll") == "stroll"
-    assert inflect_like("ran", "run", "sprint") is None
+# Issue #30's table: what the synonym recipe wrote on real captions, each must now come out right
+FAILURES = [
+    ("A person walks forward.", "A", {"adenine"}),
+    ("A person turns right and walks forward.", "right", {"rightfulness", "correct"}),
+    ("he kicks with his right foot.", "foot.", {"ft.", "foundation.", "pes."}),
+    ("A person is standing and then takes 1,5 steps", "1,5", {"i,5"}),
+    ("A person is standing and then takes 1,5 steps", "standing", {"digesting"}),
+    ("a person walks in a circle.", "circle.", {"rope."}),
+    ("a person rides a bike", "rides", {"twits"}),
+    ("a man plays the guitar.", "plays", {"wagers"}),
+    ("a person waves one arm", "waves", {"wavings"}),
+    ("a person waves one arm", "person", {"mortal"}),
+    ("someone makes two throws with the left arm.", "two", {"ii"}),
+]
+
+
+@pytest.mark.parametrize("caption,word,wrong", FAILURES)
+def test_each_failure_of_the_synonym_recipe_now_comes_out_right(caption, word, wrong):
+    index = caption.split().index(word)
+    for seed in range(6):
+        for budget in (1, 2):
+            record = perturb([caption], "wordnet-synonym", budget, seed)[0]
+            after = record.perturbed.split()
+            assert len(after) == len(caption.split())
+            assert after[index] not in wrong, record.perturbed
+            assert "A" not in caption.split()[:1] or after[0] == "A"
+            # punctuation stays where it was
+            assert [w[-1] for w in after if not w[-1].isalnum()] == [
+                w[-1] for w in caption.split() if not w[-1].isalnum()
+            ]
+
+
+def test_numbers_capitalised_stopwords_and_glued_punctuation_are_refused():
+    for token in ("1,5", "2", "two", "Twice", "A", "The", "foot.", "(left)"):
+        assert protected(token), token
+    for token in ("walks", "Person", "quickly", "left-handed"):
+        assert not protected(token), token
+    for recipe in ("char-swap", "qwerty", "wordnet-synonym"):
+        for record in perturb(["A man takes 3 steps, then two more."], recipe, 2, 0):
+            after = record.perturbed.split()
+            assert after[0] == "A" and after[3] == "3" and after[6] == "two", record.perturbed
+
+
+def test_the_meaning_check_rejects_an_antonym_and_keeps_a_synonym():
+    prepare_nltk_data()
+    from textattack.shared import AttackedText
+
+    from moclip.attacks.meaning import build_meaning_constraint, judge_similarity
+
+    check = build_meaning_constraint()
+    original = AttackedText("a person walks forward quickly")
+    synonym = AttackedText("a person walks forward rapidly")
+    antonym = AttackedText("a person walks backward quickly")
+    for text in (synonym, antonym):
+        text.attack_attrs["last_transformation"] = None
+    assert check.call_many([synonym, antonym], original) == [synonym]
+    # the judge puts a sentence about something else far below a typo of the same one
+    near, far = judge_similarity(["a person walks forward"] * 2, ["a persn walks forward",
+                                                                   "the cat sleeps on a sofa"])
+    assert far < check.threshold and near > far + 0.05
+    # every record carries its judge similarity, the statistics its distribution
+    records = perturb(PROMPTS, "char-swap", 1, seed=0)
+    assert all(r.similarity >= check.threshold for r in records if r.success)
+    stats = set_statistics(records)
+    assert check.threshold <= stats["similarity_min"] <= stats["similarity_mean"] <= 1
 
 
 def test_budget_parsing_and_errors():

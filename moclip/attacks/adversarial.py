@@ -24,16 +24,14 @@ def build_attack(
     max_edit_distance: int | None,
     batch_size: int = 64,
     gallery: torch.Tensor | None = None,
+    threshold: float | None = None,
 ):
     """A TextAttack `Attack` maximising embedding drift (or, with a `gallery` of motion
-    embeddings, the true motion's rank margin) within `max_words` changed words."""
+    embeddings, the true motion's rank margin) within `max_words` changed words, each
+    candidate passing the meaning check at `threshold` (None: none)."""
     from textattack import Attack
     from textattack.constraints.overlap import LevenshteinEditDistance
-    from textattack.constraints.pre_transformation import (
-        MaxNumWordsModified,
-        RepeatModification,
-        StopwordModification,
-    )
+    from textattack.constraints.pre_transformation import MaxNumWordsModified, RepeatModification
     from textattack.goal_function_results import TextToTextGoalFunctionResult
     from textattack.goal_functions import GoalFunction
     from textattack.models.wrappers import ModelWrapper
@@ -89,7 +87,12 @@ def build_attack(
         def _get_displayed_output(self, raw_output):
             return ""
 
-    constraints = [RepeatModification(), StopwordModification(), MaxNumWordsModified(max_words)]
+    from moclip.attacks.meaning import build_meaning_constraint
+    from moclip.attacks.recipes import build_protection
+
+    constraints = [RepeatModification(), build_protection(), MaxNumWordsModified(max_words)]
+    if threshold is not None:
+        constraints.append(build_meaning_constraint(threshold))
     if max_edit_distance is not None:
         constraints.append(
             LevenshteinEditDistance(max_edit_distance, compare_against_original=True)

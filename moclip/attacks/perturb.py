@@ -14,10 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moclip.attacks.recipes import CHARACTER_RECIPES, build_transformation, seeded_global_random
+from moclip.attacks.meaning import DEFAULT_THRESHOLD, build_meaning_constraint, judge_similarity
+from moclip.attacks.recipes import (
+    CHARACTER_RECIPES,
+    build_protection,
+    build_transformation,
+    seeded_global_random,
+    set_tags,
+)
 from moclip.progress import progress_bar
 
-SET_FORMAT = 1
+SET_FORMAT = 2  # 2: protected words, synonyms in context, the meaning check
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class PerturbedPrompt:
     words_changed: int
     edit_distance: int
     success: bool
+    # cos(J(x'), J(x)) under the meaning check's judge (1 for an unchanged prompt)
+    similarity: float | None = None
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -77,7 +86,10 @@ def _perturb_one(
     budget: Budget,
     seed: int,
     max_edit_distance: int | None,
+    meaning=None,
 ) -> PerturbedPrompt:
+    """Change up to the budget's words, visited in a seeded order: at each, one candidate
+    drawn (seeded) among those that pass the meaning check against the original."""
     from textattack.shared import AttackedText
 
     original = AttackedText(text)
@@ -96,11 +108,25 @@ def _perturb_one(
             candidates = [
                 c for c in candidates if levenshtein(original.text, c.text) <= max_edit_distance
             ]
-        if not candidates:
+        order = rng.permutation(len(candidates)).tolist()
+        chosen = _first_meaningful([candidates[i] for i in order], original, meaning)
+        if chosen is None:
             continue
-        current = candidates[int(rng.integers(len(candidates)))]
+        current = chosen
         changed += 1
     return make_record(text, current.text)
+
+
+def _first_meaningful(candidates: list, original, meaning, chunk: int = 8):
+    """The first of `candidates` (in their order) that passes `meaning` against the original,
+    judged a few at a time; without a check, the first."""
+    if meaning is None or not candidates:
+        return candidates[0] if candidates else None
+    for start in range(0, len(candidates), chunk):
+        kept = meaning.call_many(candidates[start : start + chunk], original)
+        if kept:
+            return kept[0]
+    return None
 
 
 def make_record(original: str, perturbed: str) -> PerturbedPrompt:
@@ -109,8 +135,14 @@ def make_record(original: str, perturbed: str) -> PerturbedPrompt:
 
     before, after = AttackedText(original).words, AttackedText(perturbed).words
     changed = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
+    similarity = 1.0 if perturbed == original else float(judge_similarity([original], [perturbed])[0])
     return PerturbedPrompt(
-        original, perturbed, changed, levenshtein(original, perturbed), perturbed != original
+        original,
+        perturbed,
+        changed,
+        levenshtein(original, perturbed),
+        perturbed != original,
+        similarity,
     )
 
 
@@ -122,6 +154,8 @@ def _attack_all(
     budget: Budget,
     max_edit_distance: int | None,
     motions: tuple[torch.Tensor, Sequence[int]] | None,
+    threshold: float | None,
+    tags: Sequence[list[str] | None],
 ) -> list[PerturbedPrompt]:
     """White-box sets: the greedy search per prompt, one Attack per distinct word limit."""
     from textattack.shared import AttackedText
@@ -133,22 +167,30 @@ def _attack_all(
         raise ValueError(f"{len(true_rows)} true motion rows for {len(prompts)} prompts")
     attacks: dict[int, object] = {}
     records = []
-    for text, seed, row in zip(prompts, seeds, true_rows):
+    for text, seed, row, prompt_tags in zip(prompts, seeds, true_rows, tags):
         limit = budget.max_words(len(AttackedText(text).words))
         if limit not in attacks:
             attacks[limit] = build_attack(
-                encoder, transformation, limit, max_edit_distance, gallery=gallery
+                encoder, transformation, limit, max_edit_distance, gallery=gallery,
+                threshold=threshold,
             )
+        set_tags(transformation, prompt_tags)
         with seeded_global_random(seed):
             records.append(make_record(text, attack_prompt(attacks[limit], text, row)))
     return records
 
 
 def set_key(
-    data_fingerprint: str, recipe: str, budget: Budget, seed: int, encoder_id: str | None
+    data_fingerprint: str,
+    recipe: str,
+    budget: Budget,
+    seed: int,
+    encoder_id: str | None,
+    threshold: float | None = DEFAULT_THRESHOLD,
 ) -> str:
     """The file name of a perturbed set: readable parts and a short hash of all of them."""
     parts = f"{data_fingerprint}|{recipe}|{budget}|{seed}|{encoder_id or 'random'}|v{SET_FORMAT}"
+    parts += f"|meaning{threshold}"
     digest = hashlib.sha256(parts.encode()).hexdigest()[:12]
     return f"{recipe}-{budget}-s{seed}-{encoder_id or 'random'}-{digest}"
 
@@ -163,6 +205,8 @@ def perturb(
     data_fingerprint: str = "",
     max_edit_distance: int | None = None,
     motions: tuple[torch.Tensor, Sequence[int]] | None = None,
+    threshold: float | None = DEFAULT_THRESHOLD,
+    tags: Sequence[list[str] | None] | None = None,
 ) -> list[PerturbedPrompt]:
     """Perturb every prompt within `budget` words.
 
@@ -172,10 +216,14 @@ def perturb(
     `motions` = (motion embeddings, each prompt's true row), pushing the true motion down the
     text-to-motion ranking.
 
-    Stopwords and already-changed words are never touched (TextAttack's StopwordModification
-    and RepeatModification); character recipes keep the whole prompt within a Levenshtein
-    distance of 2 per allowed word unless `max_edit_distance` says otherwise. With a
-    `cache_dir`, the set is stored as JSON lines under its key and read back on the next call.
+    Stopwords (in any case), numbers, non-words and already-changed words are never touched
+    (`recipes.build_protection`, TextAttack's RepeatModification); character recipes keep the
+    whole prompt within a Levenshtein distance of 2 per allowed word unless
+    `max_edit_distance` says otherwise. Every change passes the meaning check
+    (`moclip.attacks.meaning`: judge similarity >= `threshold`, no antonym swap; None: no
+    check). `tags`: per prompt, the caption file's parts of speech of its words, or None. With
+    a `cache_dir`, the set is stored as JSON lines under its key and read back on the next
+    call.
     """
     budget = budget if isinstance(budget, Budget) else Budget.parse(budget)
     encoder_id = getattr(encoder, "identity", "custom-encoder") if encoder is not None else None
@@ -185,7 +233,7 @@ def perturb(
         encoder_id += "-rank"
     path = None
     if cache_dir is not None:
-        key = set_key(data_fingerprint, recipe, budget, seed, encoder_id)
+        key = set_key(data_fingerprint, recipe, budget, seed, encoder_id, threshold)
         path = Path(cache_dir) / f"{key}.jsonl"
         if path.is_file():
             return read_set(path)
@@ -193,26 +241,36 @@ def perturb(
     if max_edit_distance is None and recipe in CHARACTER_RECIPES and budget.words is not None:
         max_edit_distance = 2 * budget.words
     seeds = [int(np.random.default_rng([seed, i]).integers(2**31)) for i in range(len(prompts))]
+    tags = list(tags) if tags is not None else [None] * len(prompts)
+    if len(tags) != len(prompts):
+        raise ValueError(f"{len(tags)} tag lists for {len(prompts)} prompts")
     if encoder is None:
-        from textattack.constraints.pre_transformation import (
-            RepeatModification,
-            StopwordModification,
-        )
+        from textattack.constraints.pre_transformation import RepeatModification
 
-        # built once: StopwordModification reads NLTK's stopword list, a third of a
-        # character-swap prompt's time when built per prompt
-        constraints = [RepeatModification(), StopwordModification()]
+        constraints = [RepeatModification(), build_protection()]
+        meaning = build_meaning_constraint(threshold) if threshold is not None else None
         bar = progress_bar(len(prompts), f"{recipe} budget {budget}")
         records = []
-        for text, s in zip(prompts, seeds):
+        for text, s, prompt_tags in zip(prompts, seeds, tags):
+            set_tags(transformation, prompt_tags)
             records.append(
-                _perturb_one(text, transformation, constraints, budget, s, max_edit_distance)
+                _perturb_one(
+                    text, transformation, constraints, budget, s, max_edit_distance, meaning
+                )
             )
             bar.update(1)
         bar.close()
     else:
         records = _attack_all(
-            prompts, seeds, encoder, transformation, budget, max_edit_distance, motions
+            prompts,
+            seeds,
+            encoder,
+            transformation,
+            budget,
+            max_edit_distance,
+            motions,
+            threshold,
+            tags,
         )
     if path is not None:
         write_set(
@@ -225,6 +283,7 @@ def perturb(
                 "encoder": encoder_id,
                 "data_fingerprint": data_fingerprint,
                 "format": SET_FORMAT,
+                "meaning_threshold": threshold,
             },
         )
     return records
@@ -251,13 +310,21 @@ def read_set(path: Path) -> list[PerturbedPrompt]:
 def set_statistics(
     records: Sequence[PerturbedPrompt], encoder: Callable[[list[str]], torch.Tensor] | None = None
 ) -> dict[str, float]:
-    """Success rate, mean words changed, mean edit distance, and with an encoder (texts ->
+    """Success rate, mean words changed, mean edit distance, the judge similarity of the
+    changed prompts (mean, 5th percentile, minimum), and with an encoder (texts ->
     embeddings) the mean drift 1 - cos(E(x'), E(x))."""
     stats = {
         "success_rate": float(np.mean([r.success for r in records])),
         "mean_words_changed": float(np.mean([r.words_changed for r in records])),
         "mean_edit_distance": float(np.mean([r.edit_distance for r in records])),
     }
+    judged = [r.similarity for r in records if r.success and r.similarity is not None]
+    if judged:
+        stats.update(
+            similarity_mean=float(np.mean(judged)),
+            similarity_p05=float(np.percentile(judged, 5)),
+            similarity_min=float(np.min(judged)),
+        )
     if encoder is not None:
         a = encoder([r.original for r in records]).float()
         b = encoder([r.perturbed for r in records]).float()

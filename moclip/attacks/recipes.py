@@ -3,8 +3,9 @@
 Each recipe is a TextAttack word-level transformation asked for *all* its candidates
 (`random_one=False`), so the choice among them is ours and seeded. Character recipes come from
 TextAttack; homoglyphs use the project's own table (TextAttack's wheel lacks its data file);
-WordNet synonyms are restricted to the word's part of speech and keep its inflection (plain
-WordNet swaps turned "walks" into "walkway").
+WordNet synonyms follow the word's part of speech in its sentence and keep its inflection
+(`moclip.attacks.words`). `ProtectedWords`, the pre-transformation constraint of every
+recipe, keeps stopwords (in any case), numbers and non-words as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from moclip.attacks.resources import prepare_nltk_data
+from moclip.attacks.words import article_agrees, protected, synonyms, tag_words
 
 RECIPES = (
     "char-swap",
@@ -66,66 +68,6 @@ def seeded_global_random(seed: int) -> Iterator[None]:
         np.random.set_state(np_state)
 
 
-def _wordnet_pos_and_counts(word: str):
-    from nltk.corpus import wordnet
-
-    best, best_count = None, -1
-    for pos in (wordnet.VERB, wordnet.NOUN, wordnet.ADJ, wordnet.ADV):
-        base = wordnet.morphy(word, pos)
-        if base is None:
-            continue
-        count = sum(
-            lemma.count() + 1
-            for s in wordnet.synsets(base, pos)
-            for lemma in s.lemmas()
-            if lemma.name() == base
-        )
-        if count > best_count:
-            best, best_count = (pos, base), count
-    return best
-
-
-def inflect_like(original: str, base: str, candidate: str) -> str | None:
-    """Give `candidate` (a lemma) the regular ending that turns `base` into `original`
-    (walk -> walks, walked, walking); None when the inflection is irregular (ran)."""
-    if original == base:
-        return candidate
-    if original in (base + "s", base + "es"):
-        return candidate + ("es" if candidate.endswith(("s", "x", "z", "ch", "sh")) else "s")
-    if original in (base + "ed", base + "d"):
-        return candidate + ("d" if candidate.endswith("e") else "ed")
-    if original in (base + "ing", base[:-1] + "ing"):
-        stem = (
-            candidate[:-1]
-            if candidate.endswith("e") and not candidate.endswith("ee")
-            else candidate
-        )
-        return stem + "ing"
-    return None
-
-
-def wordnet_synonyms(word: str) -> list[str]:
-    """Single-word synonyms of `word` in WordNet, from synsets of its most frequent part of
-    speech only, inflected like `word`."""
-    from nltk.corpus import wordnet
-
-    lower = word.lower()
-    found = _wordnet_pos_and_counts(lower)
-    if found is None:
-        return []
-    pos, base = found
-    out = []
-    for synset in wordnet.synsets(base, pos):
-        for lemma in synset.lemmas():
-            name = lemma.name().lower()
-            if "_" in name or "-" in name or name == base:
-                continue
-            inflected = inflect_like(lower, base, name)
-            if inflected and inflected != lower and inflected not in out:
-                out.append(inflected)
-    return out
-
-
 def build_transformation(recipe: str):
     """The TextAttack transformation of a recipe, enumerating all its candidates."""
     if recipe not in RECIPES:
@@ -143,11 +85,22 @@ def build_transformation(recipe: str):
                 if c in HOMOGLYPHS
             ]
 
-    class WordSwapWordNetPOS(t.WordSwap):
-        """WordNet synonyms of the word's own part of speech, inflected like it."""
+    class WordSwapSynonymInContext(t.WordSwap):
+        """WordNet synonyms of each word's part of speech in its sentence, inflected like it.
+        `tags`: the caption file's parts of speech of the prompt's words, where it has them
+        (set per prompt; None: the tagger reads them)."""
 
-        def _get_replacement_words(self, word: str) -> list[str]:
-            return wordnet_synonyms(word)
+        tags: list[str] | None = None
+
+        def _get_transformations(self, current_text, indices_to_modify):
+            words = current_text.words
+            tags = self.tags if self.tags and len(self.tags) == len(words) else tag_words(words)
+            return [
+                current_text.replace_word_at_index(i, synonym)
+                for i in sorted(indices_to_modify)
+                for synonym in synonyms(words[i], tags[i])
+                if article_agrees(words[i - 1] if i else "", synonym)
+            ]
 
     character = {
         "char-swap": lambda: t.WordSwapNeighboringCharacterSwap(random_one=False),
@@ -155,10 +108,33 @@ def build_transformation(recipe: str):
         "char-insert": lambda: t.WordSwapRandomCharacterInsertion(random_one=False),
         "qwerty": lambda: t.WordSwapQWERTY(random_one=False),
         "homoglyph": WordSwapHomoglyphTable,
-        "wordnet-synonym": WordSwapWordNetPOS,
+        "wordnet-synonym": WordSwapSynonymInContext,
     }
     if recipe == "composite":
         return t.CompositeTransformation(
-            [character["char-swap"](), character["qwerty"](), WordSwapWordNetPOS()]
+            [character["char-swap"](), character["qwerty"](), WordSwapSynonymInContext()]
         )
     return character[recipe]()
+
+
+def build_protection():
+    """The pre-transformation constraint of every recipe: a word stays as it is when
+    `moclip.attacks.words.protected` says so (a stopword in any case, a number, a non-word)."""
+    prepare_nltk_data(require_wordnet=False)  # TextAttack reads NLTK's stopwords at import
+    from textattack.constraints import PreTransformationConstraint
+
+    class ProtectedWords(PreTransformationConstraint):
+        """Stopwords (case-insensitive), numbers and tokens that are not words stay."""
+
+        def _get_modifiable_indices(self, current_text):
+            return {i for i, word in enumerate(current_text.words) if not protected(word)}
+
+    return ProtectedWords()
+
+
+def set_tags(transformation, tags: list[str] | None) -> None:
+    """Hand a synonym transformation (alone or in a composite) the prompt's file tags."""
+    parts = getattr(transformation, "transformations", [transformation])
+    for part in parts:
+        if hasattr(part, "tags"):
+            part.tags = tags

@@ -21,6 +21,16 @@ class Caption:
     def whole_clip(self) -> bool:
         return self.start == 0.0 and self.end == 0.0
 
+    @property
+    def parts_of_speech(self) -> list[str] | None:
+        """The file's part-of-speech tag of each word (HumanML3D's `word/POS`), or None where
+        the file has none (`X`, or no tag)."""
+        tags = [token.rpartition("/")[2] for token in self.tokens]
+        if not tags or any(not tag or tag == "X" or "/" not in token
+                           for tag, token in zip(tags, self.tokens)):
+            return None
+        return tags
+
 
 class CaptionError(ValueError):
     """A caption line that does not follow the HumanML3D format."""
