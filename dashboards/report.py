@@ -241,7 +241,7 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
     frozen = [r for r in rows if r.get("generator", "frozen") == "frozen"]
     figures.append(delta_heatmaps(frozen, out / "delta_fid_heatmap.png"))
     drifts = [
-        (r.metrics["drift"], gaps[r.key][0], r.arm, condition_label(r.recipe, r.budget))
+        (r.metrics["drift"], gaps[r.key].value, r.arm, condition_label(r.recipe, r.budget))
         for r in records
         if r.recipe != "none" and r.fraction > 0 and r.key in gaps and "drift" in r.metrics
     ]
@@ -251,7 +251,9 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
     scaling = []
     for metric, found, sign, label in (
         ("delta_fid", gaps, 1.0, "ΔFID"),
-        (DROPS[headline], drops, -1.0, DROPS[headline].replace("_", " ")),
+        (DROPS[headline], drops, -1.0, {"accuracy_drop": "accuracy drop"}.get(
+            DROPS[headline], "R-precision drop"
+        )),
     ):
         signed = {key: Gap(sign * g.value, ()) for key, g in found.items()}
         points = unit_points(records, signed)
