@@ -10,7 +10,7 @@ recipes against a control that is meant to change the meaning (a content word re
 random word of the same part of speech from another caption).
 
     python benchmarks/attack_quality.py --captions ../shared/data/kitml_captions --split val \\
-        [--prompts 300] [--budgets 1 2] [--calibrate]
+        [--prompts 300] [--budgets 1 2] [--calibrate] [--greedy 32]
 
 The classification reads only the (original, perturbed) pairs, the tagger and the judge, so
 the same script measures an older checkout too (PYTHONPATH=<checkout>): the before and after
@@ -167,6 +167,11 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument(
+        "--greedy", type=int, default=0,
+        help="also time the greedy attack on MiniLM over this many prompts, with and without "
+        "the meaning check, side by side",
+    )
     args = parser.parse_args()
     prepare_nltk_data()
     captions = read_captions(args.captions, args.split, args.prompts)
@@ -194,6 +199,27 @@ def main() -> None:
     if args.calibrate:
         for budget in args.budgets:
             calibrate(captions, budget, args.seed)
+    if args.greedy:
+        greedy_cost(captions[: args.greedy], args.seed)
+
+
+def greedy_cost(captions: list[str], seed: int) -> None:
+    """Seconds of the greedy char-swap attack at budget 1 on the MiniLM tower, with the
+    meaning check and without it."""
+    from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+
+    encoder, tokenizer, _ = build_text_encoder(TextEncoderSpec(kind="hf"))
+    embedder = TextEmbedder(encoder.eval(), tokenizer)
+    seconds = {}
+    for name, extra in (("without", {"threshold": None}), ("with", {})):
+        started = time.perf_counter()
+        perturb(captions, "char-swap", 1, seed, encoder=embedder, **extra)
+        seconds[name] = time.perf_counter() - started
+    print(
+        f"\ngreedy char-swap b1 on MiniLM, {len(captions)} prompts: {seconds['without']:.1f} s "
+        f"without the meaning check, {seconds['with']:.1f} s with it "
+        f"({seconds['with'] / seconds['without']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -229,8 +229,55 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]:
-    """Figures, fits.json, rows.json, summary.md and summary.html for `records` in `out`."""
+def audit_rows(
+    records: list[Evaluation], samples: dict[str, list[tuple[str, str]]] | None = None
+) -> list[dict]:
+    """Per attacked condition: the share of prompts changed (each change passed the meaning
+    check), the judge similarity of the changed ones (mean, 5th percentile; means over the
+    condition's evaluations), and a few clean -> perturbed pairs where `samples` has them."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.recipe != "none" and r.arm == "frozen" and "attack_success_rate" in r.metrics:
+            groups[condition_label(r.recipe, r.budget)].append(r.metrics)
+    rows = []
+    for condition, found in sorted(groups.items()):
+        row = {"condition": condition, "evaluations": len(found)}
+        for name in ("success_rate", "similarity_mean", "similarity_p05", "mean_words_changed"):
+            values = [m[f"attack_{name}"] for m in found if f"attack_{name}" in m]
+            row[name] = float(np.mean(values)) if values else math.nan
+        row["samples"] = (samples or {}).get(condition, [])[:AUDIT_SAMPLES]
+        rows.append(row)
+    return rows
+
+
+AUDIT_SAMPLES = 5
+
+
+def _audit_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["condition", "changed (meaning kept)", "judge sim. mean", "5th pct", "words",
+              "e.g. clean → perturbed"]
+    body = [
+        [
+            r["condition"],
+            ci_text(r["success_rate"]),
+            ci_text(r["similarity_mean"]),
+            ci_text(r["similarity_p05"]),
+            ci_text(r["mean_words_changed"], 2),
+            "; ".join(f"{a} → {b}" for a, b in r["samples"][:2]) or "—",
+        ]
+        for r in rows
+    ]
+    return header, body
+
+
+def write_report(
+    records: list[Evaluation],
+    out: Path,
+    title: str,
+    samples: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[Path]:
+    """Figures, fits.json, rows.json, audit.json, summary.md and summary.html for `records`
+    in `out`; `samples`: per attacked condition, clean -> perturbed pairs for the audit."""
     if not records:
         raise ReportError(f"{title}: no evaluation runs with an FID to report on")
     out.mkdir(parents=True, exist_ok=True)
@@ -262,6 +309,8 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
             figures.append(trend_figure(points, scaling, out / "delta_fid_trend.png"))
     (out / "fits.json").write_text(json.dumps(scaling, indent=2) + "\n")
     (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    audit = audit_rows(records, samples)
+    (out / "audit.json").write_text(json.dumps(audit, indent=2, ensure_ascii=False) + "\n")
 
     stamp = time.strftime("%Y-%m-%d %H:%M")
     intro = intro_text(records, rows)
@@ -279,6 +328,16 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
     markdown += ["## The answer", "", *answers, ""]
     markdown += [_markdown_table(*result), ""]
     markdown += ["## Scaling", "", fit_intro, "", _markdown_table(*fit), ""]
+    audit_intro = (
+        "The attacks: every change passed the meaning check (judge similarity to the clean "
+        "prompt at least the threshold, no antonym swap), so the changed share is the share of "
+        "prompts attacked with their meaning kept."
+    )
+    markdown += ["## Attack audit", "", audit_intro, "", _markdown_table(*_audit_table(audit)), ""]
+    for row in audit:
+        if row["samples"]:
+            markdown += [f"**{row['condition']}**", ""]
+            markdown += [f"- {a} → {b}" for a, b in row["samples"]] + [""]
     markdown += [f"![{p.stem}]({p.name})\n" for p in figures]
     summary_md = out / "summary.md"
     summary_md.write_text("\n".join(markdown))
@@ -294,11 +353,15 @@ def write_report(records: list[Evaluation], out: Path, title: str) -> list[Path]
         + "".join(f"<li>{html.escape(row['sentence'])}</li>" for row in scaling)
         + f"</ul>{_html_table(*result)}"
         f"<h2>Scaling</h2><p>{html.escape(fit_intro)}</p>{_html_table(*fit)}"
+        f"<h2>Attack audit</h2><p>{html.escape(audit_intro)}</p>"
+        f"{_html_table(*_audit_table(audit))}"
         f"{images}</body></html>"
     )
     summary_html = out / "summary.html"
     summary_html.write_text(page)
-    return [*figures, out / "fits.json", out / "rows.json", summary_md, summary_html]
+    return [
+        *figures, out / "fits.json", out / "rows.json", out / "audit.json", summary_md, summary_html
+    ]
 
 
 def search_evaluations(tracking_uri: str, experiment: str):
@@ -331,6 +394,37 @@ def latest_sweep_run(tracking_uri: str, experiment: str) -> str:
     return str(frame.iloc[0]["run_id"])
 
 
+def perturbed_samples(
+    tracking_uri: str, records: list[Evaluation]
+) -> dict[str, list[tuple[str, str]]]:
+    """Per attacked condition, the first changed clean -> perturbed pairs of one evaluation's
+    perturbed set (its `perturbed_prompts` artifact; the original encoder's where it has one)."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    chosen: dict[str, Evaluation] = {}
+    for r in sorted(records, key=lambda r: (r.fraction, r.unit)):
+        if r.recipe != "none" and r.run_id and r.arm == "frozen":
+            chosen.setdefault(condition_label(r.recipe, r.budget), r)
+    samples = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for condition, record in chosen.items():
+            try:
+                local = Path(client.download_artifacts(record.run_id, "perturbed_prompts", folder))
+            except Exception:  # noqa: BLE001 - a run without the artifact has no sample
+                continue
+            pairs = []
+            for path in sorted(local.rglob("*.jsonl")):
+                for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+                    row = json.loads(line)
+                    if row["original"] != row["perturbed"]:
+                        pairs.append((row["original"], row["perturbed"]))
+            samples[condition] = pairs[:AUDIT_SAMPLES]
+    return samples
+
+
 def report_experiment(
     tracking_uri: str,
     experiment: str,
@@ -343,7 +437,10 @@ def report_experiment(
     from mlflow.tracking import MlflowClient
 
     records = evaluation_records(search_evaluations(tracking_uri, experiment), trial_keys)
-    paths = write_report(records, out, f"{experiment}: FID against fine-tuning set size")
+    samples = perturbed_samples(tracking_uri, records)
+    paths = write_report(
+        records, out, f"{experiment}: FID against fine-tuning set size", samples
+    )
     if parent_run_id is not None:
         client = MlflowClient(tracking_uri)
         for path in paths:

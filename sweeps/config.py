@@ -73,6 +73,10 @@ class AttackConfig:
     budgets: tuple[int, ...] = (1, 2)
     greedy: bool = True  # also the white-box greedy attack (per encoder)
     greedy_recipe: str = "char-swap"
+    # also the greedy attack crafted once against a surrogate, the original encoder, and
+    # applied unchanged to every encoder (condition "greedy-transfer"): an adversarial
+    # transfer set, beside the random recipes and the per-encoder white-box attack
+    transfer_greedy: bool = True
     # test prompts attacked and scored, one generated motion each; 0: every test motion
     prompts: int = 0
     seed: int = 0

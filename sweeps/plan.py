@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from moclip.training import FinetuneConfig
     from sweeps.stage0 import Stage0
 
-SEARCHED = ("w_distill", "lr_text", "lr_motion")  # what Optuna mode samples per trial
+SEARCHED = ("w_distill", "lr_text", "lr_motion")
+TRANSFER_GREEDY = "greedy-transfer"  # the greedy set crafted once against the surrogate  # what Optuna mode samples per trial
 
 
 def job_settings(study: StudyConfig, job: FinetuneJob | SearchJob) -> FinetuneConfig:
@@ -136,10 +137,13 @@ def search_job(config: StudyConfig, stage0: Stage0, fraction: float) -> SearchJo
 
 
 def conditions(config: StudyConfig) -> list[tuple[str, int]]:
-    """(recipe, budget): clean ('none', 0), every transfer recipe and, if on, the greedy
-    white-box attack, at every budget."""
+    """(recipe, budget): clean ('none', 0), every transfer recipe, and where on the greedy
+    set crafted against the surrogate ('greedy-transfer') and the white-box greedy attack,
+    at every budget."""
     attacks = config.attacks
     out = [("none", 0)] + [(r, b) for r in attacks.recipes for b in attacks.budgets]
+    if attacks.transfer_greedy:
+        out += [(TRANSFER_GREEDY, b) for b in attacks.budgets]
     if attacks.greedy:
         out += [("greedy", b) for b in attacks.budgets]
     return out

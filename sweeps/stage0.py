@@ -337,6 +337,10 @@ def run_stage0(config: StudyConfig) -> Stage0:
     transfer_sets, transfer_paths = transfer_prompts(
         config, prompts, fingerprints["test"], cache, tags
     )
+    if config.attacks.transfer_greedy:
+        crafted, crafted_paths = surrogate_sets(config, prompts, fingerprints["test"], cache, tags)
+        transfer_sets.update(crafted)
+        transfer_paths.update(crafted_paths)
     search_prompts, search_lengths, search_sets = [], [], {}
     if config.search.mode == "optuna":  # scored on the validation split only
         val = splits["val"]
@@ -412,6 +416,55 @@ def transfer_prompts(
                 f"prompts {recipe} budget {budget}: {changed}/{len(records)} changed,"
                 f" e.g. {records[0].original!r} -> {records[0].perturbed!r}"
             )
+    return sets, paths
+
+
+def surrogate_sets(
+    config: StudyConfig,
+    prompts: list[str],
+    fingerprint: str,
+    cache: Path,
+    tags: list[list[str] | None] | None = None,
+) -> tuple[dict[tuple[str, int], list[PerturbedPrompt]], dict[tuple[str, int], Path]]:
+    """The adversarial transfer sets: the greedy search (`attacks.greedy_recipe`) run once
+    per budget against the surrogate, the original (not fine-tuned) encoder, on the CPU, then
+    applied unchanged to every encoder; cached like the random sets."""
+    from moclip.text_encoders import TextEmbedder, build_text_encoder
+    from sweeps.plan import TRANSFER_GREEDY
+
+    attacks = config.attacks
+    encoder, tokenizer, _ = build_text_encoder(config.encoder)
+    surrogate = TextEmbedder(encoder.eval(), tokenizer)
+    sets, paths = {}, {}
+    for budget in attacks.budgets:
+        started = time.monotonic()
+        records = perturb(
+            prompts,
+            attacks.greedy_recipe,
+            budget,
+            attacks.seed,
+            encoder=surrogate,
+            cache_dir=cache / "prompts",
+            data_fingerprint=fingerprint,
+            threshold=attacks.meaning_threshold,
+            tags=tags,
+        )
+        sets[(TRANSFER_GREEDY, budget)] = records
+        key = set_key(
+            fingerprint,
+            attacks.greedy_recipe,
+            Budget.parse(budget),
+            attacks.seed,
+            surrogate.identity,
+            attacks.meaning_threshold,
+        )
+        paths[(TRANSFER_GREEDY, budget)] = cache / "prompts" / f"{key}.jsonl"
+        changed = sum(r.success for r in records)
+        log.info(
+            f"prompts {TRANSFER_GREEDY} budget {budget} (greedy against the original encoder, "
+            f"{time.monotonic() - started:.0f} s): {changed}/{len(records)} changed, e.g. "
+            f"{records[0].original!r} -> {records[0].perturbed!r}"
+        )
     return sets, paths
 
 

@@ -31,6 +31,7 @@ TINY = [
     "attacks.recipes=[char-swap]",
     "attacks.budgets=[1]",
     "attacks.greedy=false",
+    "attacks.transfer_greedy=false",
     "attacks.prompts=64",
 ]
 

@@ -116,6 +116,9 @@ def log_study(uri: str, experiment: str, artifacts: Path) -> tuple[str, set[str]
             for name, value in params.items():
                 client.log_param(run, name, value)
             metrics = {"fid": clean_fid + gap, "fid_ci95": 0.1, "r_precision_top3": 0.5}
+            if recipe != "none":  # the attacked set's statistics, as the sweep logs them
+                metrics.update(attack_success_rate=0.9, attack_similarity_mean=0.95,
+                               attack_similarity_p05=0.93, attack_mean_words_changed=1.0)
             metrics["r_precision_top3_ci95"] = 0.01
             for name, value in metrics.items():
                 client.log_metric(run, name, value, step=pairs)
@@ -154,7 +157,11 @@ def test_report_from_mlflow_runs(tmp_path):
     attacked = [r for r in rows if r["condition"] == "char-swap b1" and r["fraction"] == 1.0]
     assert {r["w_distill"] for r in attacked} == {0.0, 1.0}
     assert all(r["seeds"] == 2 and r["delta_fid_ci95"] > 0 for r in attacked)
+    (audit,) = json.loads((out / "audit.json").read_text())
+    assert audit["condition"] == "char-swap b1" and audit["success_rate"] == pytest.approx(0.9)
+    assert audit["similarity_p05"] == pytest.approx(0.93) and audit["samples"] == []
     summary = (out / "summary.md").read_text()
+    assert "## Attack audit" in summary and "| char-swap b1 | 0.900 | 0.950 | 0.930 |" in summary
     assert "| 0 (original) |" in summary and "per doubling ± 95 %" in summary
     assert "- char-swap b1 wd0: ΔFID shrinks by" in summary
     assert "<table>" in (out / "summary.html").read_text()

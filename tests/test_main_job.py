@@ -207,6 +207,11 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     assert all(client.list_artifacts(r.info.run_id, "checkpoint") for r in trained)
     assert client.list_artifacts(parent.info.run_id, "results")
     assert (tmp_path / "sweeps").is_dir()
+    # the report's audit: clean -> perturbed pairs read back from an evaluation's artifact
+    (audit,) = json.loads(next((tmp_path / "sweeps").glob("*/report/audit.json")).read_text())
+    assert audit["condition"] == "char-swap b1" and audit["samples"]
+    for clean, perturbed in audit["samples"]:
+        assert clean != perturbed and len(clean.split()) == len(perturbed.split())
 
     secrets = [PLANTED[k] for k in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD")]
     assert not any(secret in output for secret in secrets)

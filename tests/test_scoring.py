@@ -146,3 +146,45 @@ def test_the_search_scores_the_validation_split_and_never_reads_the_test_split(t
         assert run.val is not None and len(run.subset.motion_ids) == len(splits["train"])
     finally:
         hidden.rename(Path(root, "test.txt"))
+
+
+def test_the_adversarial_transfer_set_is_crafted_once_and_the_same_for_every_encoder(tmp_path):
+    """greedy-transfer: the greedy search against the surrogate (the original encoder) in
+    stage 0, then applied unchanged: byte-identical for any encoder that is scored."""
+    from dataclasses import asdict
+
+    from moclip.attacks.perturb import perturb, set_statistics, write_set
+    from moclip.text_encoders import TextEmbedder, TextEncoderSpec, build_text_encoder
+    from sweeps.data import data_root, evaluation_prompts, load_split
+    from sweeps.jobs import Scorer
+    from sweeps.stage0 import surrogate_sets, train_evaluator_task, train_generator_task
+
+    torch.set_num_threads(1)
+    config = load_config(SMOKE, [f"workdir={tmp_path}", "attacks.transfer_greedy=true"])
+    root = data_root(config)
+    test = load_split("synthetic", root, "test")
+    prompts, lengths, _ = evaluation_prompts(test, 32, config.attacks.seed)
+    sets, paths = surrogate_sets(config, prompts, test.fingerprint(), tmp_path / "cache")
+    crafted = sets[("greedy-transfer", 1)]
+    assert paths[("greedy-transfer", 1)].is_file()  # crafted once, then read from the cache
+    assert sum(r.success for r in crafted) >= 16
+    encoder, tokenizer, _ = build_text_encoder(config.encoder)
+    surrogate = TextEmbedder(encoder.eval(), tokenizer)
+    randomly = perturb(prompts, config.attacks.greedy_recipe, 1, config.attacks.seed)
+    drift = set_statistics(crafted, surrogate)["mean_drift"]
+    assert drift > set_statistics(randomly, surrogate)["mean_drift"]  # adversarial to it
+
+    payload = {"study": config.to_dict(), "root": root, "prompts": prompts, "lengths": lengths}
+    payload["evaluator"] = train_evaluator_task(config, root)[0]
+    payload["generator"] = train_generator_task(config, root)[0]
+    payload["transfer"] = {"greedy-transfer|1": [asdict(r) for r in crafted]}
+    scorer = Scorer(payload, torch.device("cpu"))
+    other_spec = TextEncoderSpec(kind="tiny", width=32, layers=1, heads=2, seed=7)
+    other, other_tokenizer, _ = build_text_encoder(other_spec)
+    files = []
+    for index, embedder in enumerate((surrogate, TextEmbedder(other.eval(), other_tokenizer))):
+        used = scorer.perturbed("greedy-transfer", 1, embedder, len(prompts))
+        files.append(tmp_path / f"set-{index}.jsonl")
+        write_set(files[-1], used, {"recipe": "greedy-transfer", "budget": 1})
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert scorer.perturbed("greedy-transfer", 1, surrogate, len(prompts)) == crafted

@@ -95,12 +95,16 @@ def build_transformation(recipe: str):
         def _get_transformations(self, current_text, indices_to_modify):
             words = current_text.words
             tags = self.tags if self.tags and len(self.tags) == len(words) else tag_words(words)
-            return [
-                current_text.replace_word_at_index(i, synonym)
-                for i in sorted(indices_to_modify)
-                for synonym in synonyms(words[i], tags[i])
-                if article_agrees(words[i - 1] if i else "", synonym)
-            ]
+            out = []
+            for i in sorted(indices_to_modify):
+                for synonym in synonyms(words[i], tags[i]):
+                    if not article_agrees(words[i - 1] if i else "", synonym):
+                        continue
+                    candidate = current_text.replace_word_at_index(i, synonym)
+                    # kept only if the new sentence reads it as the same part of speech
+                    if tag_words(candidate.words)[i] == tags[i]:
+                        out.append(candidate)
+            return out
 
     character = {
         "char-swap": lambda: t.WordSwapNeighboringCharacterSwap(random_one=False),
