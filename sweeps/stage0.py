@@ -22,8 +22,8 @@ from sweeps.config import StudyConfig
 from sweeps.data import (
     R_PRECISION_BATCH,
     assigned_device,
-    data_root,
     caption_tags,
+    data_root,
     evaluation_prompts,
     load_splits,
     node_split,

@@ -2,7 +2,7 @@ import pytest
 
 from moclip.attacks.perturb import Budget, levenshtein, perturb, read_set, set_statistics
 from moclip.attacks.recipes import HOMOGLYPHS, RECIPES
-from moclip.attacks.resources import MissingWordNetError, STOPWORDS, prepare_nltk_data
+from moclip.attacks.resources import STOPWORDS, MissingWordNetError, prepare_nltk_data
 from moclip.attacks.words import protected, synonyms, tag_words
 
 PROMPTS = [
