@@ -410,9 +410,13 @@ def perturbed_samples(
             chosen.setdefault(condition_label(r.recipe, r.budget), r)
     samples = {}
     with tempfile.TemporaryDirectory() as folder:
-        for condition, record in chosen.items():
+        for index, (condition, record) in enumerate(chosen.items()):
+            own = Path(folder, str(index))  # one folder per run: the sets share a file name
+            own.mkdir()
             try:
-                local = Path(client.download_artifacts(record.run_id, "perturbed_prompts", folder))
+                local = Path(
+                    client.download_artifacts(record.run_id, "perturbed_prompts", str(own))
+                )
             except Exception:  # noqa: BLE001 - a run without the artifact has no sample
                 continue
             pairs = []

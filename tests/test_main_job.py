@@ -210,8 +210,10 @@ def test_smoke_sweep_survives_a_killed_worker_logs_every_trial_once_and_reuses_t
     # the report's audit: clean -> perturbed pairs read back from an evaluation's artifact
     (audit,) = json.loads(next((tmp_path / "sweeps").glob("*/report/audit.json")).read_text())
     assert audit["condition"] == "char-swap b1" and audit["samples"]
-    for clean, perturbed in audit["samples"]:
+    for clean, perturbed in audit["samples"]:  # char-swap at budget 1: one word, one swap
         assert clean != perturbed and len(clean.split()) == len(perturbed.split())
+        changed = [(a, b) for a, b in zip(clean.split(), perturbed.split()) if a != b]
+        assert len(changed) == 1 and sorted(changed[0][0]) == sorted(changed[0][1])
 
     secrets = [PLANTED[k] for k in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD")]
     assert not any(secret in output for secret in secrets)
