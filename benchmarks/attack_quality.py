@@ -10,7 +10,7 @@ recipes against a control that is meant to change the meaning (a content word re
 random word of the same part of speech from another caption).
 
     python benchmarks/attack_quality.py --captions ../shared/data/kitml_captions --split val \\
-        [--prompts 300] [--budgets 1 2] [--calibrate] [--greedy 32]
+        [--prompts 300] [--budgets 1 2] [--recipes ...] [--calibrate] [--greedy 32]
 
 The classification reads only the (original, perturbed) pairs, the tagger and the judge, so
 the same script measures an older checkout too (PYTHONPATH=<checkout>): the before and after
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument(
         "--greedy", type=int, default=0,
@@ -184,7 +185,7 @@ def main() -> None:
         "meaning check failed",
     )
     print(f"\n{'recipe':<16} {'budget':>6} {'changed':>8} " + " ".join(f"{c[:12]:>12}" for c in classes) + f" {'s':>6}")
-    for recipe in RECIPES:
+    for recipe in args.recipes:
         for budget in args.budgets:
             started = time.perf_counter()
             records = perturb(captions, recipe, budget, args.seed)
