@@ -130,20 +130,30 @@ def _first_meaningful(candidates: list, original, meaning, chunk: int = 8):
 
 
 def make_record(original: str, perturbed: str) -> PerturbedPrompt:
-    """The record of one perturbation; words are compared position by position."""
+    """The record of one perturbation; words are compared position by position. Its judge
+    similarity is filled in for the whole set at once (`_judged`)."""
     from textattack.shared import AttackedText
 
     before, after = AttackedText(original).words, AttackedText(perturbed).words
     changed = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
-    similarity = 1.0 if perturbed == original else float(judge_similarity([original], [perturbed])[0])
     return PerturbedPrompt(
-        original,
-        perturbed,
-        changed,
-        levenshtein(original, perturbed),
-        perturbed != original,
-        similarity,
+        original, perturbed, changed, levenshtein(original, perturbed), perturbed != original
     )
+
+
+def _judged(records: list[PerturbedPrompt]) -> list[PerturbedPrompt]:
+    """`records` with their judge similarity (1 for an unchanged prompt), the changed ones
+    judged in one batch rather than a call per prompt."""
+    from dataclasses import replace
+
+    changed = [i for i, r in enumerate(records) if r.success]
+    values = judge_similarity(
+        [records[i].original for i in changed], [records[i].perturbed for i in changed]
+    )
+    out = [replace(r, similarity=1.0) for r in records]
+    for i, value in zip(changed, values):
+        out[i] = replace(records[i], similarity=float(value))
+    return out
 
 
 def _attack_all(
@@ -272,6 +282,7 @@ def perturb(
             threshold,
             tags,
         )
+    records = _judged(records)
     if path is not None:
         write_set(
             path,
