@@ -100,9 +100,40 @@ def evaluation_records(frame, trial_keys: set[str] | None = None) -> list[Evalua
                 arm=run.get("params.generator") if isinstance(run.get("params.generator"), str)
                 else "frozen",
                 subset_seed=_value(run.get("params.subset_seed"), int),
+                protocol=_tag(run, "protocol") or "in-domain",  # runs of older versions
+                trained_on=_tag(run, "trained_on"),
             )
         )
     return records
+
+
+def _tag(run, name: str) -> str:
+    value = run.get(f"tags.{name}")
+    return value if isinstance(value, str) else ""
+
+
+PROTOCOLS = {
+    "in-domain": "In domain: fine-tuned, generated and scored on one data set's splits.",
+    "transfer": (
+        "Transfer: MoCLIP fine-tuned and the generator trained on the {trained_on} corpus; "
+        "the prompts are MSR Action3D's actions; the generated motions are retargeted to the "
+        "Kinect skeleton (moclip.data.retarget) and scored by the action recogniser against "
+        "MSR Action3D's real test subjects."
+    ),
+}
+
+
+def protocol_text(records: list[Evaluation]) -> str:
+    """The one protocol the records share, in a sentence; a ReportError if they mix the
+    in-domain and the transfer readings (whose numbers are not comparable)."""
+    found = {(r.protocol, r.trained_on) for r in records}
+    if len({p for p, _ in found}) > 1:
+        raise ReportError(
+            "the runs mix the in-domain and the transfer protocol (tag 'protocol'); report "
+            "one sweep at a time (its parent run) or give each its own experiment"
+        )
+    name, trained_on = min(found)
+    return PROTOCOLS[name].format(trained_on=trained_on or "text-motion")
 
 
 def unit_points(
@@ -280,6 +311,7 @@ def write_report(
     in `out`; `samples`: per attacked condition, clean -> perturbed pairs for the audit."""
     if not records:
         raise ReportError(f"{title}: no evaluation runs with an FID to report on")
+    protocol = protocol_text(records)  # refuses a mix before anything is written
     out.mkdir(parents=True, exist_ok=True)
     gaps = robustness_gaps(records)
     rows = summary_rows(records, gaps)
@@ -313,7 +345,7 @@ def write_report(
     (out / "audit.json").write_text(json.dumps(audit, indent=2, ensure_ascii=False) + "\n")
 
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    intro = intro_text(records, rows)
+    intro = protocol + " " + intro_text(records, rows)
     floor = floor_line(records)
     result, fit = _result_table(rows), _scaling_table(scaling)
     fit_intro = (

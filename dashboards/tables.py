@@ -29,6 +29,8 @@ class Evaluation:
     run_id: str | None = None  # the MLflow run, where it came from one
     arm: str = "frozen"  # the generator: frozen (trained on the original encoder) or adapted
     subset_seed: int | None = None  # the subset draw (None: the original encoder)
+    protocol: str = "in-domain"  # or "transfer": scored on MSR Action3D after retargeting
+    trained_on: str = ""  # the data fine-tuned on (the run's tag), where recorded
 
     @property
     def unit(self) -> tuple[int, int]:
@@ -196,7 +198,7 @@ def format_table(rows: list[dict]) -> str:
             cells.append(f"{row['kid']:.4f} ± {ci_text(row['kid_ci95'], 4)}" if "kid" in row else "—")
         cells += [f"{row[headline]:.3f} ± {ci_text(row[f'{headline}_ci95'])}", signed(DROPS[headline])]
         lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(c[i]) for c in lines)]) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]

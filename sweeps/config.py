@@ -21,6 +21,8 @@ from moclip.training import FinetuneConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATA_KINDS = ("synthetic", "humanml3d", "kit", "action3d")
+EVAL_KINDS = ("", "action3d")
+TRANSFER_SOURCES = ("synthetic", "humanml3d")  # on SMPL's 22 joints (moclip.data.retarget)
 GENERATOR_ARMS = ("frozen", "adapted", "both")
 ADAPTATION = ("generator", "adapt_steps", "adapt_lr_ratio")  # the arm's settings
 
@@ -35,12 +37,36 @@ class DataConfig:
     root: str | None = None  # a prepared folder; for synthetic, where to build (cached)
     num_motions: int = 2000  # synthetic only
     seed: int = 0  # synthetic corpus seed
+    # where the scores are measured: "" (the study's own test split) or "action3d", the
+    # transfer protocol: fine-tune and generate on this corpus, retarget the generated motions
+    # to the Kinect skeleton and score them against MSR Action3D's test subjects (eval_root)
+    eval_kind: str = ""
+    eval_root: str | None = None  # the MSR Action3D folder of the transfer protocol
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
             raise ValueError(f"must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
         if self.kind != "synthetic" and not self.root:
             raise ValueError(f"a {self.kind} study needs data.root, the prepared folder")
+        if self.eval_kind not in EVAL_KINDS:
+            raise ValueError(
+                f"eval_kind must be '' (the study's own test split) or 'action3d', got "
+                f"{self.eval_kind!r}"
+            )
+        if self.eval_kind:
+            if self.kind not in TRANSFER_SOURCES:
+                raise ValueError(
+                    f"eval_kind: action3d retargets SMPL's 22 joints to the Kinect skeleton; "
+                    f"kind {self.kind!r} is not on them (use one of "
+                    f"{', '.join(TRANSFER_SOURCES)})"
+                )
+            if not self.eval_root:
+                raise ValueError(
+                    "eval_kind: action3d needs data.eval_root, the folder of MSR Action3D's "
+                    "aNN_sNN_eNN_skeleton3D.txt files"
+                )
+        elif self.eval_root:
+            raise ValueError("eval_root is read only with eval_kind: action3d")
         if self.num_motions < 3:
             raise ValueError(f"num_motions must be at least 3, got {self.num_motions}")
 
@@ -306,7 +332,7 @@ class StudyConfig:
                 f"search.objective_attack: {attack!r} is not one of attacks.recipes "
                 f"({', '.join(self.attacks.recipes)}), 'greedy', 'none' or 'strongest'"
             )
-        if self.search.mode == "optuna" and self.data.kind == "action3d":
+        if self.search.mode == "optuna" and "action3d" in (self.data.kind, self.data.eval_kind):
             raise ConfigError(
                 "search.mode: optuna scores a validation split, and MSR Action3D's "
                 "cross-subject protocol has none; use grid mode"
@@ -327,7 +353,7 @@ class StudyConfig:
         studies stay what they were before it existed; the adapted arm's settings only in
         that arm's keys, so that the frozen arm's stay the same whichever arms run."""
         tree = _plain(dataclasses.asdict(self.evaluation))
-        if self.data.kind != "action3d":
+        if "action3d" not in (self.data.kind, self.data.eval_kind):
             tree.pop("recognizer")
         for name in ADAPTATION:  # in the adapted arm's keys only (sweeps.plan)
             tree.pop(name)

@@ -23,10 +23,35 @@ R_PRECISION_BATCH = 32
 log = stage_log("stage 0")
 
 
+def transfers(config: StudyConfig) -> bool:
+    """Whether the study is the transfer protocol (`data.eval_kind: action3d`): fine-tuned
+    and generating on its corpus, scored on MSR Action3D's test subjects."""
+    return config.data.eval_kind == "action3d"
+
+
 def uses_recognizer(config: StudyConfig) -> bool:
-    """Whether the study scores with the action recogniser (MSR Action3D: the protocol of
-    action-conditioned generation) rather than the text-motion evaluator."""
-    return config.data.kind == "action3d"
+    """Whether the study scores with the action recogniser (MSR Action3D, in domain or by
+    transfer: the protocol of action-conditioned generation) rather than the text-motion
+    evaluator."""
+    return config.data.kind == "action3d" or transfers(config)
+
+
+def protocol(config: StudyConfig) -> str:
+    """"transfer" or "in-domain": how the MLflow runs and the report tell the two apart."""
+    return "transfer" if transfers(config) else "in-domain"
+
+
+def protocol_tags(config: StudyConfig) -> dict[str, str]:
+    """The tags every MLflow run of the study carries: its protocol ("in-domain" or
+    "transfer") and the data it is scored on (the UI filters on either)."""
+    scored_on = "action3d" if uses_recognizer(config) else config.data.kind
+    return {"protocol": protocol(config), "scored_on": scored_on, "trained_on": config.data.kind}
+
+
+def scored_name(config: StudyConfig, split: str) -> str:
+    """The name the fingerprints give the split the scores compare with: the study's own
+    `split`, or "action3d/<split>" in a transfer study."""
+    return f"action3d/{split}" if transfers(config) else split
 
 
 def repair_summary(repairs: dict) -> str:
@@ -74,6 +99,25 @@ def build_corpus_once(root: Path, data: DataConfig, workers: int | None = None) 
     return True
 
 
+def scored_root(config: StudyConfig, root: str) -> str:
+    """The folder of the data the scores compare with: `root` (the study's data), or
+    `data.eval_root` (MSR Action3D) in a transfer study."""
+    if transfers(config):
+        return str(Path(config.data.eval_root).expanduser().resolve())
+    return root
+
+
+def absolute_eval_root(config: StudyConfig) -> StudyConfig:
+    """The config with `data.eval_root` made absolute on the driver: Ray's tasks and trials
+    run in folders of their own, where a relative path means nothing."""
+    import dataclasses
+
+    if not config.data.eval_root:
+        return config
+    data = dataclasses.replace(config.data, eval_root=scored_root(config, ""))
+    return dataclasses.replace(config, data=data)
+
+
 def data_root(config: StudyConfig) -> str:
     """The folder the loaders read (built first for the synthetic corpus)."""
     if config.data.kind == "synthetic":
@@ -109,12 +153,31 @@ def node_split(
                 f"{root}: cannot build the synthetic corpus on node {node} ({err}); set "
                 f"data.root to a folder every node can write"
             ) from None
-    elif not Path(root).is_dir():
+    return _checked_split(config.data.kind, root, split, fingerprint, "data.root")
+
+
+def scored_split(
+    config: StudyConfig, root: str, split: str, fingerprint: str | None = None
+) -> MotionDataset:
+    """The split of the data the scores compare with, as `node_split` reads it: the study's
+    own, or MSR Action3D's (`data.eval_root`) in a transfer study."""
+    if transfers(config):
+        return _checked_split(
+            "action3d", scored_root(config, root), split, fingerprint, "data.eval_root"
+        )
+    return node_split(config, root, split, fingerprint)
+
+
+def _checked_split(
+    kind: str, root: str, split: str, fingerprint: str | None, key: str
+) -> MotionDataset:
+    node = socket.gethostname()
+    if not Path(root).is_dir():
         raise DatasetError(
-            f"{root}: no such data folder on node {node}; every node reads data.root at this "
+            f"{root}: no such data folder on node {node}; every node reads {key} at this "
             f"path (ray_cluster.yaml's file_mounts copy it to every node)"
         )
-    part = load_split(config.data.kind, root, split)
+    part = load_split(kind, root, split)
     found = part.fingerprint() if fingerprint else None
     if found and found != fingerprint:
         raise DatasetError(

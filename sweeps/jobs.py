@@ -19,7 +19,14 @@ import torch
 
 from moclip.finetune import Finetune, build_finetune
 from sweeps.config import StudyConfig, config_from_dict
-from sweeps.data import has_validation, node_split
+from sweeps.data import (
+    has_validation,
+    node_split,
+    scored_name,
+    scored_split,
+    transfers,
+    uses_recognizer,
+)
 from sweeps.plan import job_settings
 from sweeps.records import FinetuneJob, SearchJob
 
@@ -89,6 +96,7 @@ class Scorer:
         self.split = payload.get("split", "test")
         self.root, self.fingerprints = payload.get("root", ""), payload.get("fingerprints", {})
         self._real: dict[str, np.ndarray] = {}
+        self._convert = None  # built on first use (`conversion`)
         self.transfer = {
             key: [PerturbedPrompt(**row) for row in rows]
             for key, rows in payload["transfer"].items()
@@ -120,6 +128,29 @@ class Scorer:
         )
         return adapted
 
+    def scored(self, split: str):
+        """`split` of the data the scores compare with (MSR Action3D's in a transfer study),
+        as this node has it, checked against the driver's fingerprint."""
+        name = scored_name(self.study, split)
+        return scored_split(self.study, self.root, split, self.fingerprints.get(name))
+
+    def conversion(self):
+        """None, or in a transfer study the map of a generated motion onto the Kinect
+        skeleton (`moclip.data.retarget`), to the mean body of Action3D's training subjects."""
+        from moclip.data.retarget import Retargeting, action3d_body, retarget_features
+
+        if not transfers(self.study):
+            return None
+        if self._convert is None:
+            if not self.root:
+                raise ValueError(
+                    "a transfer study's scorer needs the data (payload root) to retarget to "
+                    "the MSR Action3D training subjects' mean body"
+                )
+            retargeting = Retargeting(action3d_body(self.scored("train")))
+            self._convert = lambda motion: retarget_features(motion, retargeting)
+        return self._convert
+
     def real_features(self, split: str) -> np.ndarray | None:
         """The scoring model's features of every real motion of `split` (as this node has it,
         checked against the driver's fingerprint where the payload has one), computed once;
@@ -128,7 +159,7 @@ class Scorer:
         if not self.root:
             return None
         if split not in self._real:
-            part = node_split(self.study, self.root, split, self.fingerprints.get(split))
+            part = self.scored(split)
             motions = [item.features for item in part.items]
             if self.labels is not None:
                 self._real[split] = self.evaluator.encode(motions)[0]
@@ -147,7 +178,7 @@ class Scorer:
             return {}
         count = count or len(self.prompts)
         held_out = "train"
-        if self.split == "test" and has_validation(self.study):
+        if self.split == "test" and not uses_recognizer(self.study):  # Action3D has no val
             val = self.real_features("val")
             held_out = "val" if len(val) >= count else "train"
         return real_floor(
@@ -213,6 +244,7 @@ class Scorer:
                 self.lengths[:count],
                 self.labels[:count],
                 self.evaluator,
+                convert=self.conversion(),
                 **options,
             )
         else:

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from sweeps.config import StudyConfig
-from sweeps.data import uses_recognizer
+from sweeps.data import scored_name, uses_recognizer
 
 
 def digest(value) -> str:
@@ -22,6 +22,11 @@ def sweep_key(config: StudyConfig) -> str:
     tree = config.to_dict()
     for name in ("workdir", "ray", "tracking"):
         tree.pop(name)
+    # where MSR Action3D lies is not what it holds: its fingerprints key the recogniser and
+    # the prompts (sweeps.plan.scoring_key); in-domain studies keep the keys they had
+    tree["data"].pop("eval_root")
+    if not config.data.eval_kind:
+        tree["data"].pop("eval_kind")
     # the generator's sampling settings change no number: evaluations sample with
     # evaluation.ddim_steps and evaluation.guidance, in batches of generator.sample_batch
     tree["generator"] = config.generator.weights_dict()
@@ -31,14 +36,16 @@ def sweep_key(config: StudyConfig) -> str:
 
 
 def model_keys(config: StudyConfig, fingerprints: dict[str, str]) -> tuple[str, str]:
-    """The cache keys of the evaluator and the generator: the data (both splits'
-    `fingerprints`) and what shapes each one's weights. How the generator samples (DDIM steps,
-    guidance, batch) is left out: a sweep that changes it reuses the trained generator."""
+    """The cache keys of the evaluator and the generator: the data (the splits'
+    `fingerprints`; the scoring model's are those of the data it scores on, MSR Action3D's in
+    a transfer study) and what shapes each one's weights. How the generator samples (DDIM
+    steps, guidance, batch) is left out: a sweep that changes it reuses the trained generator."""
     data_key = digest([fingerprints["train"], fingerprints["test"]])
+    scored_key = digest([fingerprints[scored_name(config, s)] for s in ("train", "test")])
     evaluator_key = digest([data_key, config.evaluation.evaluator_steps, config.evaluation.seed])
     if uses_recognizer(config):
         recognizer = config.evaluation.recognizer.to_dict()
-        evaluator_key = digest([data_key, "recognizer", recognizer, config.evaluation.seed])
+        evaluator_key = digest([scored_key, "recognizer", recognizer, config.evaluation.seed])
     generator_key = digest(
         [
             data_key,

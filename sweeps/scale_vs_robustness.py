@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 import yaml
 
 from sweeps.config import ConfigError, StudyConfig, load_config
+from sweeps.data import absolute_eval_root, protocol_tags
 from sweeps.keys import sweep_key
 from sweeps.log import RESULT, configure, stage_log
 from sweeps.state import StageClock, SweepState, resume_hint, storage_location, ui_hint
@@ -78,7 +79,10 @@ class Sweep:
             args.tracking_uri or config.tracking.tracking_uri
         )
         self.tracker = Tracker(
-            uri, config.tracking.experiment, self.workdir / "mlartifacts" if local else None
+            uri,
+            config.tracking.experiment,
+            self.workdir / "mlartifacts" if local else None,
+            run_tags=protocol_tags(config),
         )
         self.tracking_uri = uri
         self.recorder = Recorder(
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(-1 if args.quiet else 1 if args.verbose else 0)
     overrides = list(args.overrides) + ([f"search.mode={args.search}"] if args.search else [])
     try:
-        config = load_config(args.config, overrides)
+        config = absolute_eval_root(load_config(args.config, overrides))
     except ConfigError as err:
         parser.error(str(err))
     from sweeps.storage import redact_tree

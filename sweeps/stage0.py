@@ -25,9 +25,14 @@ from sweeps.data import (
     caption_tags,
     data_root,
     evaluation_prompts,
+    load_split,
     load_splits,
     node_split,
     repair_summary,
+    scored_name,
+    scored_root,
+    scored_split,
+    transfers,
     uses_recognizer,
 )
 from sweeps.keys import digest, model_keys
@@ -59,11 +64,12 @@ def train_evaluator_task(
 
     configure()  # a Ray task: its lines go to the node's log
     fingerprints = fingerprints or {}
-    train = node_split(config, root, "train", fingerprints.get("train"))
-    test = node_split(config, root, "test", fingerprints.get("test"))
+    train_name, test_name = scored_name(config, "train"), scored_name(config, "test")
+    train = scored_split(config, root, "train", fingerprints.get(train_name))
+    test = scored_split(config, root, "test", fingerprints.get(test_name))
     started = time.monotonic()
-    # node_split checked the split against the driver's fingerprint: no second hash
-    data = fingerprints.get("train") or train.fingerprint()
+    # scored_split checked the split against the driver's fingerprint: no second hash
+    data = fingerprints.get(train_name) or train.fingerprint()
     if uses_recognizer(config):
         from moclip.data.action3d import ACTIONS
         from moclip.evaluation.recognizer import (
@@ -146,6 +152,8 @@ class Stage0:
     prompts: list[str]
     lengths: list[int]
     labels: list[int] | None = None
+    # a transfer study's MSR Action3D splits ("action3d/train", "action3d/test"), else empty
+    scored_fingerprints: dict[str, str] = field(default_factory=dict)
     tags: list[list[str] | None] = field(default_factory=list)  # the file's, per prompt  # the prompts' actions (MSR Action3D), else None
     repairs: dict[str, dict] = field(default_factory=dict)  # per split: the loader's repairs
     transfer_sets: dict[tuple[str, int], list[PerturbedPrompt]] = field(default_factory=dict)
@@ -169,7 +177,11 @@ class Stage0:
     @property
     def fingerprints(self) -> dict[str, str]:
         """The splits' fingerprints, for trials on other nodes to check their copy against."""
-        return {"train": self.train_fingerprint, "test": self.test_fingerprint}
+        return {
+            "train": self.train_fingerprint,
+            "test": self.test_fingerprint,
+            **self.scored_fingerprints,
+        }
 
     def collect_models(self, timeout: float = 0) -> bool:
         """Save the models whose training has ended, waiting up to `timeout` s for the first;
@@ -289,6 +301,14 @@ def run_stage0(config: StudyConfig) -> Stage0:
     started = time.monotonic()
     root = data_root(config)
     splits = load_splits(config, root)
+    if transfers(config):  # scored on MSR Action3D: its splits beside the corpus's
+        action3d = scored_root(config, root)
+        for split in ("train", "test"):
+            splits[scored_name(config, split)] = load_split("action3d", action3d, split)
+        log.info(
+            f"transfer protocol: fine-tuned and generating on {root}, scored on MSR Action3D "
+            f"at {action3d} (generated motions retargeted to the Kinect skeleton)"
+        )
     # sha256 over every feature: seconds for HumanML3D, so once per split
     fingerprints = {name: part.fingerprint() for name, part in splits.items()}
     for name, part in splits.items():
@@ -330,15 +350,19 @@ def run_stage0(config: StudyConfig) -> Stage0:
         else:
             log.info(f"training the {name} (Ray task)")
 
+    scored_test = scored_name(config, "test")  # where the prompts come from
+    test = splits[scored_test]
     count = config.attacks.prompts or len(test)
     prompts, lengths, labels = evaluation_prompts(test, count, config.attacks.seed)
     warn_sample_size(config, len(prompts), len(test))
     tags = caption_tags(test, prompts)
     transfer_sets, transfer_paths = transfer_prompts(
-        config, prompts, fingerprints["test"], cache, tags
+        config, prompts, fingerprints[scored_test], cache, tags
     )
     if config.attacks.transfer_greedy:
-        crafted, crafted_paths = surrogate_sets(config, prompts, fingerprints["test"], cache, tags)
+        crafted, crafted_paths = surrogate_sets(
+            config, prompts, fingerprints[scored_test], cache, tags
+        )
         transfer_sets.update(crafted)
         transfer_paths.update(crafted_paths)
     search_prompts, search_lengths, search_sets = [], [], {}
@@ -361,6 +385,7 @@ def run_stage0(config: StudyConfig) -> Stage0:
         root=root,
         train_fingerprint=fingerprints["train"],
         test_fingerprint=fingerprints["test"],
+        scored_fingerprints={k: v for k, v in fingerprints.items() if k.startswith("action3d/")},
         subset_sizes=sizes,
         evaluator_path=evaluator_path,
         generator_path=generator_path,

@@ -131,8 +131,16 @@ def platform_facts() -> dict[str, str]:
 class Tracker:
     """The sweep's parent run and its children in one MLflow experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: Path | None = None,
+        run_tags: dict[str, str] | None = None,
+    ) -> None:
         self.uri = uri
+        # on the parent and every child run (the protocol: in-domain or transfer)
+        self.run_tags = dict(run_tags or {})
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
@@ -182,7 +190,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"sweep_key": sweep_key, "kind": "sweep", **tags},
+            tags={"sweep_key": sweep_key, "kind": "sweep", **self.run_tags, **tags},
         )
         self.parent_id = run.info.run_id
         self._log(self.parent_id, params=params)
@@ -208,7 +216,12 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.parent_id, "trial_key": key, **tags},
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "trial_key": key,
+                **self.run_tags,
+                **tags,
+            },
         )
         run_id = run.info.run_id
         self._log(run_id, params=params, metrics=metrics, step=step)

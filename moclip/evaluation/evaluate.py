@@ -5,7 +5,7 @@ recogniser (`evaluate_actions`, action-conditioned generation), repeat, and repo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -148,9 +148,12 @@ def evaluate_actions(
     mm_prompts: int = 32,
     mm_samples: int = 10,
     reference: np.ndarray | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """The action-generation protocol (Action2Motion, ACTOR): every metric in the action
     recogniser's feature space, each as `name` (mean over repeats) and `name_ci95`.
+    `convert` maps each generated motion onto the recogniser's skeleton first (the transfer
+    protocol: `moclip.data.retarget.retarget_features`).
 
     Motions are generated from `used_prompts` (clean or perturbed); `labels` are the actions
     the clean prompts name, so accuracy_top1/top3 ask whether the motion is still recognised
@@ -170,12 +173,16 @@ def evaluate_actions(
             "with moclip.evaluation.recognizer"
         )
     gaussian = _reference_gaussian(recognizer, reference)
+
+    def encode(motions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return recognizer.encode([convert(m) for m in motions] if convert else motions)
+
     per_repeat: dict[str, list[float]] = {}
     for repeat in range(repeats):
         motions = generator.generate(
             used_prompts, lengths, text_encoder, noise_seeds(seed, repeat, len(used_prompts))
         )
-        features, logits = recognizer.encode(motions)
+        features, logits = encode(motions)
         scores = {
             **_distribution_scores(features, gaussian, reference),
             "accuracy_top1": accuracy_top_k(logits, labels, 1),
@@ -186,7 +193,7 @@ def evaluate_actions(
             repeated = _multimodality_motions(
                 generator, text_encoder, used_prompts, lengths, mm_prompts, mm_samples, seed, repeat
             )
-            grouped = recognizer.encode(repeated)[0].reshape(-1, mm_samples, features.shape[1])
+            grouped = encode(repeated)[0].reshape(-1, mm_samples, features.shape[1])
             scores["multimodality"] = multimodality(grouped, seed=seed + repeat)
         for name, value in scores.items():
             per_repeat.setdefault(name, []).append(value)
