@@ -139,7 +139,8 @@ def summary_rows(evaluations: list[Evaluation], gaps: dict[str, Gap]) -> list[di
             "units": [list(r.unit) for r in records],
             "repeats": int(min(r.metrics.get("repeats", 1) for r in records)),
         }
-        for name in ("fid", "kid", headline):
+        # the floor (real against real, clean rows only) beside the scores
+        for name in ("fid", "kid", headline, "diversity", "multimodality", "floor_fid"):
             if all(name in r.metrics for r in records):
                 values = [r.metrics[name] for r in records]
                 mean, half, _ = spread_interval(values, records[0].repeats(name))

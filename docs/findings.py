@@ -1,10 +1,14 @@
-"""docs/FINDINGS.md from a finished MSR Action3D sweep: the recogniser and its floor, the table
-of FID, ΔFID and recognition accuracy against the number of fine-tuning pairs with Student-t
-intervals over seeds, the slope of each attack's gap per doubling of the fine-tuning set, the
-figures, and how the run was made. The sweep is run first (a finished one is reused).
+"""docs/FINDINGS.md from finished sweeps on MSR Action3D, one section per reading of the
+question: in domain (`action3d_cpu.yaml`: fine-tuned on Action3D's training subjects) and by
+transfer (`transfer_cpu.yaml`: fine-tuned on a text-motion corpus, the generated motions
+retargeted to the Kinect skeleton). Each section: the recogniser and its floor, the table of
+FID, ΔFID, KID, recognition accuracy, Diversity and MultiModality against the number of
+fine-tuning pairs (the sweep report's Student-t intervals over seed units), the trend per
+doubling of the fine-tuning set, the figures, and what they support. The sweep is run first (a
+finished one is reused); a section not rebuilt is kept as it was.
 
-    python docs/findings.py --data /data/MSRAction3D
-        [--config sweeps/configs/action3d_cpu.yaml] [--out docs] [overrides ...]
+    python docs/findings.py --data /data/MSRAction3D [--protocol in-domain|transfer|both]
+        [--out docs] [overrides ...]
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,118 +31,55 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 import numpy as np
 from scipy import stats
 
-from dashboards.tables import condition_label, robustness_gaps
-from moclip.data.action3d import load_action3d
-from moclip.evaluation.recognizer import load_recognizer, real_floors
+from dashboards.tables import ci_text
 from sweeps.config import load_config
 from sweeps.keys import sweep_key
-from sweeps.records import TrialRecord, as_evaluation
 from sweeps.tracking import code_version, platform_facts
 
+CONFIGS = ROOT / "sweeps" / "configs"
+PROTOCOLS = {  # protocol -> (config, the override naming the Action3D folder, heading)
+    "in-domain": (
+        CONFIGS / "action3d_cpu.yaml",
+        "data.root",
+        "In domain: fine-tuned on MSR Action3D's training subjects",
+    ),
+    "transfer": (
+        CONFIGS / "transfer_cpu.yaml",
+        "data.eval_root",
+        "Transfer: fine-tuned on a text-motion corpus, scored on MSR Action3D",
+    ),
+}
 FIGURES = (
     "fid_vs_pairs.png",
     "delta_fid_vs_pairs.png",
     "accuracy_top1_vs_pairs.png",
     "accuracy_drop_vs_pairs.png",
+    "delta_fid_trend.png",
 )
+TITLE = "# Findings: fine-tuning set size against robustness, measured on MSR Action3D"
+READINGS = """The question reads two ways, and the two sections below answer one each:
 
+- **In domain**: MoCLIP is fine-tuned on nested subsets of MSR Action3D's own training subjects
+  (288 sequences, 20 actions, three captions each), the generator is trained on them, and the
+  motions generated for the test subjects' action prompts are scored against the test subjects.
+  The fine-tuning set is small and holds exactly the actions the prompts name.
+- **Transfer**: MoCLIP is fine-tuned on nested subsets of a text-motion corpus (HumanML3D for
+  users; offline the synthetic corpus, up to 10,000 training motions), the generator is trained
+  on that corpus, and robustness is measured on Action3D: the motions generated for its action
+  prompts are retargeted from SMPL's 22 joints to the Kinect skeleton (`moclip/data/retarget.py`)
+  and scored by the same recogniser against the same real test subjects. The fine-tuning set is
+  up to 35 times larger, but it never shows the encoder or the generator an Action3D recording or
+  caption, and several Action3D actions (drawing an x, a tick or a circle, tennis and golf swings,
+  hammering) have no counterpart in the corpus.
 
-def t_interval(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95 % Student-t interval with n - 1 degrees of freedom, n);
-    the half-width is nan for a single value."""
-    values = np.asarray(list(values), np.float64)
-    n = len(values)
-    if n < 2:
-        return float(values.mean()), float("nan"), n
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return float(values.mean()), float(half), n
-
-
-def cell(mean: float, half: float, signed: bool = False) -> str:
-    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return text + (f" ± {half:.3f}" if np.isfinite(half) else " (n=1)")
-
-
-def paired_records(workdir: Path) -> list[dict]:
-    """Every evaluation record with its encoder's clean record's FID and accuracy beside it
-    (ΔFID and the accuracy drop, paired on the same encoder and diffusion noise)."""
-    stored = [
-        TrialRecord.from_dict(json.loads(p.read_text()))
-        for p in (workdir / "results").glob("ev-*.json")
-    ]
-    evaluations = [as_evaluation(record) for record in stored]
-    fid_gaps = robustness_gaps(evaluations)
-    accuracy_gaps = robustness_gaps(evaluations, "accuracy_top1")
-    return [
-        {
-            "key": record.key,
-            "job": record.job.to_dict(),
-            "metrics": record.metrics,
-            "delta_fid": fid_gaps[record.key].value,
-            "accuracy_drop": -accuracy_gaps[record.key].value,
-        }
-        for record in stored
-    ]
-
-
-def table_rows(records: list[dict]) -> list[dict]:
-    """Per (fraction, condition): Student-t means over the fine-tuning seeds."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for record in records:
-        job = record["job"]
-        groups[(job["fraction"], job["recipe"] != "none", job["recipe"], job["budget"])].append(
-            record
-        )
-    rows = []
-    for (fraction, _, recipe, budget), group in sorted(groups.items()):
-        row = {
-            "fraction": fraction,
-            "pairs": float(np.mean([r["job"]["n_pairs"] for r in group])),
-            "condition": condition_label(recipe, budget),
-            "recipe": recipe,
-            "seeds": len(group),
-        }
-        for name in ("fid", "accuracy_top1", "diversity", "multimodality"):
-            row[name] = t_interval(r["metrics"][name] for r in group)
-        for name in ("delta_fid", "accuracy_drop"):
-            row[name] = t_interval(r[name] for r in group)
-        # one encoder (the original): the spread over its generation repeats is all there is
-        row["repeat_ci"] = group[0]["metrics"]["fid_ci95"] if len(group) == 1 else None
-        rows.append(row)
-    return rows
-
-
-def slopes(records: list[dict]) -> list[dict]:
-    """Per attacked condition: the least-squares slope of ΔFID and of the accuracy drop against
-    log2(pairs), fitted per seed over its nested fractions; mean over seeds with a Student-t
-    interval, and the t-test of a zero mean slope (the seed is the unit: a seed's fractions
-    are nested subsets, not independent draws)."""
-    out = []
-    attacked = {
-        condition_label(r["job"]["recipe"], r["job"]["budget"])
-        for r in records
-        if r["job"]["recipe"] != "none"
-    }
-    for condition in sorted(attacked):
-        row = {"condition": condition}
-        for name in ("delta_fid", "accuracy_drop"):
-            per_seed = []
-            for seed in sorted({r["job"]["seed"] for r in records if r["job"]["fraction"] > 0}):
-                points = [
-                    (np.log2(r["job"]["n_pairs"]), r[name])
-                    for r in records
-                    if r["job"]["fraction"] > 0
-                    and r["job"]["seed"] == seed
-                    and condition_label(r["job"]["recipe"], r["job"]["budget"]) == condition
-                ]
-                if len({x for x, _ in points}) >= 2:
-                    x, y = np.array(points).T
-                    per_seed.append(float(np.polyfit(x, y, 1)[0]))
-            mean, half, n = t_interval(per_seed)
-            p = float(stats.ttest_1samp(per_seed, 0.0).pvalue) if n >= 2 else float("nan")
-            row[name] = (mean, half, n, p)
-        out.append(row)
-    return out
+What differs, so what each reading can say: in domain, the fine-tuning set's size and its
+relevance to the prompts move together, and FID measures how close the generations come to the
+recordings they were trained on. By transfer, size grows without the data coming closer to the
+prompts, FID also carries the domain gap (another skeleton's motions, another vocabulary), and a
+trend is about what scale does out of domain. Both use one recogniser, trained on the real
+training subjects only, and the same real-versus-real floor; their FID values share a scale, but
+a transfer FID sits above an in-domain one for reasons that have nothing to do with robustness,
+so compare each reading's gaps (ΔFID, the accuracy drop) and trends, not their raw FIDs."""
 
 
 def machine() -> str:
@@ -158,243 +99,225 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
 
 
-def statements(rows: list[dict], fits: list[dict], figures: dict) -> list[str]:
-    """What the figures support and what they do not, read off the numbers."""
-    floor = figures["fid_test_halves"]
-    clean = [r for r in rows if r["recipe"] == "none"]
-    lines = []
-    low, high = min(r["fid"][0] for r in clean), max(r["fid"][0] for r in clean)
-    lines.append(
-        f"Clean FID lies between {low:.0f} and {high:.0f} for every encoder, against "
-        f"{floor:.0f} between two halves of the real test motions (at half the sample size, "
-        f"which raises FID) and {figures['fid_train_vs_test']:.0f} for the training subjects "
-        f"against the test subjects: the generated motions are {low / floor:.2f}-"
-        f"{high / floor:.2f} times the test-halves floor. FID in this space is close to its "
-        f"sampling floor and separates little; recognition accuracy separates more."
-    )
-    accuracy = [r["accuracy_top1"][0] for r in clean]
-    lines.append(
-        f"Clean recognition accuracy of the generated motions is {min(accuracy):.3f}-"
-        f"{max(accuracy):.3f} (chance {figures['chance_top1']:.2f}; real test motions "
-        f"{figures['accuracy_top1']:.3f})."
-    )
-    tuned = [r for r in rows if r["fraction"] > 0 and r["recipe"] != "none"]
-    spans = {}
-    for row in tuned:
-        spans.setdefault(row["condition"], []).append(row["accuracy_drop"][0])
-    widest = max(max(v) - min(v) for v in spans.values())
-    means = [float(np.mean(v)) for v in spans.values()]
-    lines.append(
-        f"Across the fine-tuning fractions, each attack's accuracy drop stays within "
-        f"{widest:.3f} (max − min of the means), while the attacks differ from each other by "
-        f"{max(means) - min(means):.3f}: at this scale the attack decides robustness, and the "
-        f"size of the fine-tuning set barely moves it."
-    )
-    original = {
-        r["condition"]: r["accuracy_drop"][0]
-        for r in rows
-        if r["fraction"] == 0 and r["recipe"] != "none"
-    }
-    above = [c for c, drop in original.items() if c in spans and drop > max(spans[c])]
-    lines.append(
-        f"The original encoder's accuracy drop lies above that of every fine-tuned fraction "
-        f"for {len(above)} of {len(original)} attacks ({', '.join(sorted(above)) or 'none'}): "
-        f"fine-tuning at any size may help a little, but it is one encoder with no interval "
-        f"over seeds, so this is not tested."
-    )
-    falling = sorted(
-        c for c in spans if all(r["delta_fid"][0] < 0 for r in tuned if r["condition"] == c)
-    )
-    if falling:
-        lines.append(
-            f"ΔFID is negative at every fraction for {', '.join(falling)} although accuracy "
-            f"drops there: FID at these sample sizes does not order conditions by quality, so "
-            f"a FID trend alone is no evidence of robustness."
-        )
-    lines.append(
-        f"The per-doubling slopes are {2 * len(fits)} t-tests with 2 degrees of freedom each; at "
-        f"p < 0.05 about {0.05 * 2 * len(fits):.1f} would pass by chance, and none is "
-        f"corrected for the others."
-    )
-    for fit in fits:
-        mean, half, n, p = fit["delta_fid"]
-        drop, drop_half, _, drop_p = fit["accuracy_drop"]
-        trend = (
-            "no trend distinguishable from zero"
-            if not (np.isfinite(half) and abs(mean) > half)
-            else ("the gap shrinks" if mean < 0 else "the gap grows") + " as the set doubles"
-        )
-        lines.append(
-            f"{fit['condition']}: ΔFID changes by {mean:+.2f} ± {half:.2f} per doubling of the "
-            f"fine-tuning set (n={n} seeds, t-test p={p:.2f}): {trend}; the accuracy drop by "
-            f"{drop:+.3f} ± {drop_half:.3f} per doubling (p={drop_p:.2f})."
-        )
-    return lines
+def cell(row: dict, name: str, signed: bool = False, digits: int = 3) -> str:
+    """`mean ± half-width` of a report row's metric, marked (repeats) where it has one unit."""
+    if name not in row:
+        return "—"
+    text = f"{row[name]:+.{digits}f}" if signed else f"{row[name]:.{digits}f}"
+    mark = " (repeats)" if row.get("spread") == "repeats" else ""
+    return f"{text} ± {ci_text(row[f'{name}_ci95'], digits)}{mark}"
 
 
-def write_findings(config_path: Path, overrides: list[str], out: Path, command: str) -> Path:
-    config = load_config(config_path, overrides)
-    workdir = Path(config.workdir).resolve()
-    folder = workdir / "sweeps" / sweep_key(config)
-    records = paired_records(workdir)
-    rows, fits = table_rows(records), slopes(records)
-    recognizer_file = next((workdir / "cache").glob("recognizer-*.pt"))
-    recognizer = json.loads(recognizer_file.with_suffix(".json").read_text())
-    # the floors from the stored recogniser itself (a cached file may predate a floor)
-    train = load_action3d(config.data.root, "train")
-    test = load_action3d(config.data.root, "test")
-    model = load_recognizer(recognizer_file)[0]
-    features = [model.encode([item.features for item in part.items])[0] for part in (train, test)]
-    recognizer.update(real_floors(*features, config.evaluation.seed))
-    repairs = json.loads((folder / "data_repairs.json").read_text())
-    images = out / "images" / "action3d"
-    images.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:
-        shutil.copyfile(folder / "report" / name, images / name)
-    hits = round(recognizer["accuracy_top1"] * recognizer["num_test_motions"])
-    wilson = stats.binomtest(hits, int(recognizer["num_test_motions"])).proportion_ci(
-        method="wilson"
-    )
-    header = ["fraction", "pairs", "condition", "seeds", "FID", "ΔFID", "accuracy top-1"]
+def result_table(rows: list[dict]) -> str:
+    header = ["fraction", "pairs", "condition", "n", "FID", "ΔFID", "KID", "accuracy top-1"]
     header += ["accuracy drop", "Diversity", "MultiModality"]
     body = [
         [
             "0 (original)" if r["fraction"] == 0 else f"{r['fraction']:g}",
-            f"{r['pairs']:.0f}",
+            f"{r['n_pairs']:.0f}",
             r["condition"],
             str(r["seeds"]),
-            cell(*r["fid"][:2]),
-            "—" if r["recipe"] == "none" else cell(*r["delta_fid"][:2], signed=True),
-            cell(*r["accuracy_top1"][:2]),
-            "—" if r["recipe"] == "none" else cell(*r["accuracy_drop"][:2], signed=True),
-            cell(*r["diversity"][:2]),
-            cell(*r["multimodality"][:2]),
+            cell(r, "fid", digits=1),
+            cell(r, "delta_fid", signed=True, digits=1),
+            cell(r, "kid", digits=2),
+            cell(r, "accuracy_top1"),
+            cell(r, "accuracy_drop", signed=True),
+            cell(r, "diversity", digits=1),
+            cell(r, "multimodality", digits=1),
         ]
         for r in rows
     ]
-    fit_body = [
+    return markdown_table(header, body)
+
+
+def trend_table(fits: list[dict]) -> str:
+    body = [
         [
             f["condition"],
-            str(f["delta_fid"][2]),
-            cell(*f["delta_fid"][:2], signed=True),
-            f"{f['delta_fid'][3]:.2f}",
-            cell(*f["accuracy_drop"][:2], signed=True),
-            f"{f['accuracy_drop'][3]:.2f}",
+            f["metric"],
+            f"{f['units']} x {f['set_sizes']}",
+            f"{f['slope_per_doubling']:+.3f}",
+            f"{f['ci95_low']:+.3f} to {f['ci95_high']:+.3f}",
+            f"{f['p_value']:.3f}",
+            "yes" if f["trend_detected"] else "no",
         ]
         for f in fits
     ]
-    counts = {split: log["counts"] for split, log in repairs.items()}
-    baseline = next(r for r in rows if r["fraction"] == 0 and r["recipe"] == "none")
-    text = [
-        "# Findings: MSR Action3D, fine-tuning set size against robustness",
-        "",
-        f"_Rebuilt by `{command}` on {time.strftime('%Y-%m-%d')}; commit "
-        f"{code_version(ROOT)}; {machine()}; config `{config_path.name}` "
-        f"({' '.join(o for o in overrides if not o.startswith('data.root')) or 'as shipped'});"
-        f" how long its stages take: `benchmarks/RESULTS.md`._",
-        "",
-        "## The benchmark",
-        "",
-        f"Real MSR Action3D recordings, cross-subject: {recognizer['num_train_motions']:.0f} "
-        f"training sequences (odd subjects) and {recognizer['num_test_motions']:.0f} test "
-        f"sequences (even subjects) after the loader's repairs (by split: {json.dumps(counts)}).",
-        "",
-        f"The action recogniser, trained on the training subjects only: cross-subject accuracy "
-        f"top-1 **{recognizer['accuracy_top1']:.3f}** (95 % Wilson interval "
-        f"{wilson.low:.3f}-{wilson.high:.3f}, n={hits}/{recognizer['num_test_motions']:.0f}; "
-        f"chance {recognizer['chance_top1']:.2f}), top-3 {recognizer['accuracy_top3']:.3f}. "
-        f"Real-versus-real FID in its {recognizer['feature_width']:.0f}-dim feature space: "
-        f"**{recognizer['fid_test_halves']:.1f}** (sd {recognizer['fid_test_halves_sd']:.1f} "
-        f"over 10 seeded splits) between two random halves of the test subjects' motions "
-        f"(unseen data on both sides, about {recognizer['num_test_motions'] / 2:.0f} motions "
-        f"each), and "
-        f"{recognizer['fid_train_vs_test']:.1f} for the training subjects' "
-        f"{recognizer['num_train_motions']:.0f} motions against the test subjects' "
-        f"{recognizer['num_test_motions']:.0f} (inflated: the recogniser was fitted to the "
-        f"training motions, training accuracy {recognizer['train_accuracy_top1']:.2f}, and "
-        f"spreads their features further). Diversity of the real test motions "
-        f"{recognizer['diversity']:.1f}.",
-        "",
-        "## FID, ΔFID and recognition accuracy against fine-tuning pairs",
-        "",
-        f"Means over fine-tuning seeds with 95 % Student-t intervals (n − 1 degrees of "
-        f"freedom; `seeds` is n). ΔFID and the accuracy drop are paired per encoder: attacked "
-        f"minus clean FID, clean minus attacked accuracy, on the same prompts and diffusion "
-        f"noise. The original encoder is one encoder: its row has no interval over seeds (its "
-        f"clean FID spread over {config.evaluation.repeats} generation repeats is "
-        f"± {baseline['repeat_ci']:.2f}, 1.96·std/√R, a different and narrower quantity). "
-        f"{len(records)} evaluations of {config.attacks.prompts} prompts each, "
-        f"{config.evaluation.repeats} generation repeats.",
-        "",
-        markdown_table(header, body),
-        "",
-        "## The trend per doubling of the fine-tuning set",
-        "",
-        "Slope of ΔFID and of the accuracy drop against log2(pairs), fitted per seed over its "
-        "nested fractions (the seed is the unit), mean over seeds with a 95 % Student-t "
-        "interval, and the p-value of a t-test against a zero slope.",
-        "",
-        markdown_table(
-            ["condition", "seeds", "ΔFID per doubling", "p", "accuracy drop per doubling", "p"],
-            fit_body,
-        ),
-        "",
-        "The figures are the sweep's report: their bands are its 1.96·std/√n over seeds, "
-        "narrower than the Student-t intervals of the tables above.",
-        "",
-        *[f"![{name}](images/action3d/{name})\n" for name in FIGURES],
-        "## What the figures support, and what they do not",
-        "",
-        *[f"- {line}" for line in statements(rows, fits, recognizer)],
-        "",
-        *CAVEATS,
-        "",
+    header = ["condition", "gap", "units x sizes", "per doubling", "95 % CI", "p", "trend"]
+    return markdown_table(header, body)
+
+
+def recognizer_text(recognizer: dict) -> str:
+    hits = round(recognizer["accuracy_top1"] * recognizer["num_test_motions"])
+    wilson = stats.binomtest(hits, int(recognizer["num_test_motions"])).proportion_ci(
+        method="wilson"
+    )
+    return (
+        f"The action recogniser, trained on the {recognizer['num_train_motions']:.0f} training "
+        f"subjects' recordings only: cross-subject accuracy top-1 "
+        f"**{recognizer['accuracy_top1']:.3f}** (95 % Wilson interval {wilson.low:.3f}-"
+        f"{wilson.high:.3f}, n={hits}/{recognizer['num_test_motions']:.0f}; chance "
+        f"{recognizer['chance_top1']:.2f}), top-3 {recognizer['accuracy_top3']:.3f}. FID "
+        f"between two random halves of the test subjects' motions "
+        f"{recognizer['fid_test_halves']:.1f} (sd {recognizer['fid_test_halves_sd']:.1f}, 10 "
+        f"splits); training against test subjects {recognizer['fid_train_vs_test']:.1f}."
+    )
+
+
+def statements(rows: list[dict], fits: list[dict], recognizer: dict) -> list[str]:
+    """What the figures support and what they do not, read off the numbers."""
+    clean = [r for r in rows if r["recipe"] == "none"]
+    floors = [r["floor_fid"] for r in clean if "floor_fid" in r]
+    low, high = min(r["fid"] for r in clean), max(r["fid"] for r in clean)
+    accuracy = [r["accuracy_top1"] for r in clean]
+    lines = [
+        f"Clean FID lies between {low:.1f} and {high:.1f} across the encoders; "
+        + (
+            f"real held-out recordings against the test subjects at the same sample size give "
+            f"{np.mean(floors):.1f}: that floor, not 0, is what no generator can beat. "
+            if floors
+            else ""
+        )
+        + f"Clean recognition accuracy of the generated motions is {min(accuracy):.3f}-"
+        f"{max(accuracy):.3f} (chance {recognizer['chance_top1']:.2f}; the real test "
+        f"recordings {recognizer['accuracy_top1']:.3f})."
     ]
-    path = out / "FINDINGS.md"
-    path.write_text("\n".join(text))
-    return path
+    original = {r["condition"]: r for r in rows if r["fraction"] == 0 and r["recipe"] != "none"}
+    for condition, row in sorted(original.items()):
+        lines.append(
+            f"{condition} against the original encoder: ΔFID {cell(row, 'delta_fid', True, 1)}, "
+            f"accuracy drop {cell(row, 'accuracy_drop', True)} (n={row['seeds']} generation "
+            f"seeds)."
+        )
+    lines += [fit["sentence"] for fit in fits]
+    tests = len(fits)
+    lines.append(
+        f"These are {tests} t-tests at 0.05 with no correction for multiple comparisons: about "
+        f"{0.05 * tests:.1f} would pass by chance alone. A trend whose interval holds zero is "
+        f"not resolved at this size, which is not evidence that there is none."
+    )
+    return lines
 
 
-CAVEATS = [
-    "- This is the in-domain reading of the question (fine-tune on Action3D's training "
-    "subjects, score on its test subjects) at CPU scale: MoCLIP's recipe (motion-only phase, "
-    "then joint training with the tether at λ 0.6) for 2 passes over each subset of the "
-    "MiniLM tower, not the authors' 50, at raised rates; the last step kept (Action3D has no "
-    "validation split); one generator trained for 1,500 steps on 288 motions, with the "
-    "frozen arm only (not adapted to a fine-tuned encoder), so a fine-tuned encoder's ΔFID "
-    "mixes its robustness with the generator's mismatch to its features. The curves "
-    "describe this setting and do not predict a GPU-scale run (`action3d.yaml`).",
-    "- Every fraction makes the same passes over its subset, so a larger subset also trains "
-    "for more steps: set size and training steps move together, as in the paper's setting.",
-    "- The fractions are nested and share their seed, so the 4 points of one seed are not "
-    "independent; with 3 seeds the t-interval has 2 degrees of freedom and is wide. A slope "
-    "whose interval holds zero says the trend is not resolved at this size, not that there "
-    "is none.",
-    "- FID here compares 256 generated with 261 real motions in 64 dimensions, so it carries "
-    "a sample-size bias; the real-versus-real floor above is the figure to read it against.",
-    "- The WordNet recipe changes words without a meaning check (see the synonym issue); its "
-    "accuracy drop can include prompts that now name another action.",
-]
+CAVEATS = {
+    "in-domain": [
+        "CPU scale: MoCLIP's recipe (motion-only phase, then joint training with the tether at "
+        "λ 0.6) for 2 passes over each subset with the MiniLM tower, not the authors' 50 passes "
+        "of ViT-B/32, at raised rates; the last step kept (Action3D has no validation split); "
+        "one generator, frozen (not adapted to a fine-tuned encoder), trained on 288 motions.",
+        "Every fraction makes the same passes over its subset, so a larger subset also trains "
+        "for more steps: set size and training steps move together, as in the paper's setting.",
+    ],
+    "transfer": [
+        "CPU scale: one pass over each subset (1,250 to 10,000 synthetic motions) of the MiniLM "
+        "tower at raised rates, one frozen generator trained for 1,500 steps on the corpus. "
+        "Every size makes the same one pass, so the largest subset also trains 8 times longer.",
+        "The synthetic corpus is written by programs (walks, jumps, waves, claps, kicks, "
+        "punches, throws, ...); it holds no drawing, tennis, golf or hammering motion and none "
+        "of Action3D's wording, so prompts for those actions are out of its vocabulary at every "
+        "size. HumanML3D (`transfer_humanml3d.yaml`) covers far more.",
+        "Retargeting (`moclip/data/retarget.py`) keeps bone directions and sets the target's "
+        "bone lengths; it adds no Kinect tracking noise, so even perfect SMPL motions would not "
+        "reach the real-versus-real floor.",
+    ],
+}
+
+
+def section(protocol: str, folder: Path, workdir: Path, command: str, overrides: list[str],
+            out: Path) -> str:
+    """The FINDINGS.md section of one finished sweep (its report folder `folder`)."""
+    config_path, _, heading = PROTOCOLS[protocol]
+    report = folder / "report"
+    rows = json.loads((report / "rows.json").read_text())
+    fits = json.loads((report / "fits.json").read_text())
+    recognizer = json.loads(next((workdir / "cache").glob("recognizer-*.json")).read_text())
+    images = out / "images" / protocol
+    images.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:
+        shutil.copyfile(report / name, images / name)
+    shown = " ".join(o for o in overrides if not o.startswith(("data.root", "data.eval_root")))
+    units = max(r["seeds"] for r in rows)
+    return "\n".join(
+        [
+            f"<!-- section: {protocol} -->",
+            f"## {heading}",
+            "",
+            f"_Rebuilt by `{command}` on {time.strftime('%Y-%m-%d')}; commit "
+            f"{code_version(ROOT)}; {machine()}; config `{config_path.name}` "
+            f"({shown or 'as shipped'}); its stage times: `benchmarks/RESULTS.md`._",
+            "",
+            recognizer_text(recognizer),
+            "",
+            f"Means over seed units (n, up to {units}: training seeds on one nested subset "
+            f"draw; for the original encoder, generation seeds) with 95 % Student-t intervals "
+            f"over them; ΔFID and the accuracy drop are paired per unit and generation repeat "
+            f"on the same diffusion noise. The sweep's own report (`rows.json`) holds the "
+            f"per-unit values.",
+            "",
+            result_table(rows),
+            "",
+            "The change of each gap per doubling of the fine-tuning set: per unit the slope "
+            "against log2(pairs), mean over units, Student-t interval and t-test against no "
+            "trend.",
+            "",
+            trend_table(fits),
+            "",
+            *[f"![{protocol} {name}](images/{protocol}/{name})\n" for name in FIGURES],
+            "### What the figures support, and what they do not",
+            "",
+            *[f"- {line}" for line in statements(rows, fits, recognizer)],
+            *[f"- {line}" for line in CAVEATS[protocol]],
+            f"<!-- end: {protocol} -->",
+        ]
+    )
+
+
+def merge(path: Path, sections: dict[str, str]) -> str:
+    """FINDINGS.md with `sections` replaced (or added) and every other section kept."""
+    old = path.read_text() if path.is_file() else ""
+    kept = {
+        name: match.group(0)
+        for match in re.finditer(r"<!-- section: (\S+) -->.*?<!-- end: \1 -->", old, re.DOTALL)
+        for name in [match.group(1)]
+    }
+    kept.update(sections)
+    parts = [TITLE, "", READINGS, ""]
+    parts += [kept[name] + "\n" for name in PROTOCOLS if name in kept]
+    return "\n".join(parts)
+
+
+def run_sweep(config: Path, overrides: list[str]) -> bool:
+    command = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py")]
+    command += ["--config", str(config), *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, env=env, check=False).returncode == 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the MSR Action3D folder")
-    parser.add_argument(
-        "--config", type=Path, default=ROOT / "sweeps" / "configs" / "action3d_cpu.yaml"
-    )
+    parser.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("overrides", nargs="*", help="key.path=value for the sweep(s)")
     args = parser.parse_args(argv)
-    overrides = [f"data.root={args.data.resolve()}", *args.overrides]
-    sweep = [sys.executable, str(ROOT / "sweeps" / "scale_vs_robustness.py")]
-    sweep += ["--config", str(args.config), *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if subprocess.run(sweep, env=env, check=False).returncode != 0:
-        print("error: the sweep did not finish; see its output above", file=sys.stderr)
-        return 2
-    command = "python docs/findings.py --data DIR " + " ".join(args.overrides)
-    path = write_findings(args.config, overrides, args.out, command.strip())
+    chosen = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
+    sections = {}
+    for protocol in chosen:
+        config_path, data_key, _ = PROTOCOLS[protocol]
+        overrides = [f"{data_key}={args.data.resolve()}", *args.overrides]
+        if not run_sweep(config_path, overrides):
+            print(f"error: the {protocol} sweep did not finish; see its output above",
+                  file=sys.stderr)
+            return 2
+        config = load_config(config_path, overrides)
+        workdir = Path(config.workdir).resolve()
+        folder = workdir / "sweeps" / sweep_key(config)
+        command = " ".join(
+            ["python docs/findings.py --data DIR", f"--protocol {protocol}", *args.overrides]
+        )
+        sections[protocol] = section(protocol, folder, workdir, command, overrides, args.out)
+    path = args.out / "FINDINGS.md"
+    path.write_text(merge(path, sections))
     print(f"[findings] {path}")
     return 0
 

@@ -43,6 +43,9 @@ def test_defaults_and_overrides():
         ("attacks.recipes=[leet]", "attacks: unknown recipe 'leet'"),
         ("encoder.kind=bert", "encoder: text encoder kind must be one of"),
         ("data.kind=humanml3d", "data: a humanml3d study needs data.root"),
+        ("data.eval_kind=kinect", "data: eval_kind must be '' .the study's own test split. or"),
+        ("data.eval_kind=action3d", "data: eval_kind: action3d needs data.eval_root"),
+        ("data.eval_root=/x", "data: eval_root is read only with eval_kind: action3d"),
         ("search.mode=random", "search: mode must be 'grid' or 'optuna'"),
         ("search.objective=loss", "search: objective must be one of fid, delta_fid"),
         ("search.lr_text=[1e-3, 1e-5]", r"search: lr_text must be a range \[low, high\]"),
@@ -56,6 +59,14 @@ def test_bad_values_give_one_line_errors_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(overrides=[override])
     assert "\n" not in str(err.value)
+
+
+def test_the_transfer_protocol_refuses_what_it_cannot_score():
+    transfer = ["data.eval_kind=action3d", "data.eval_root=/x"]
+    with pytest.raises(ConfigError, match="kind 'kit' is not on them"):
+        load_config(overrides=[*transfer, "data.kind=kit", "data.root=/k"])
+    with pytest.raises(ConfigError, match="search.mode: optuna .* has none"):
+        load_config(overrides=[*transfer, "search.mode=optuna"])
 
 
 def test_bad_files(tmp_path):
