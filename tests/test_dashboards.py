@@ -4,6 +4,7 @@ back from a real MLflow store and writes every figure and table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -192,3 +193,20 @@ def test_report_of_a_sweep_without_attacks(tmp_path):
 def test_report_names_a_missing_experiment(tmp_path):
     with pytest.raises(ReportError, match="no MLflow experiment 'nope'"):
         report_experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "nope", tmp_path / "out")
+
+
+def test_a_report_says_its_protocol_and_refuses_a_mix(tmp_path):
+    """Runs without a protocol tag (older versions) read as in-domain; the transfer and the
+    in-domain readings are never averaged into one table."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, keys = log_study(uri, "study", tmp_path / "artifacts")
+    records = evaluation_records(search_evaluations(uri, "study"), set(keys))
+    assert {r.protocol for r in records} == {"in-domain"}
+    write_report(records, tmp_path / "report", "in domain")
+    assert "In domain: fine-tuned, generated and scored on one data set's splits." in (
+        tmp_path / "report" / "summary.md"
+    ).read_text()
+    records[0] = dataclasses.replace(records[0], protocol="transfer", trained_on="synthetic")
+    with pytest.raises(ReportError, match="mix the in-domain and the transfer protocol"):
+        write_report(records, tmp_path / "mixed", "mixed")
+    assert not (tmp_path / "mixed").exists()  # nothing half-written
