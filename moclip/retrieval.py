@@ -20,8 +20,12 @@ RECALL_KS = (1, 2, 3, 5, 10)
 def embed_texts(
     model: MoCLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 256
 ) -> torch.Tensor:
-    """(N, W) unit-norm text embeddings of the model's (fine-tuned) text tower."""
-    return F.normalize(TextEmbedder(model.text, tokenizer, batch_size)(texts), dim=-1)
+    """(N, W) unit-norm text embeddings of the model's (fine-tuned) text tower; a caption
+    that repeats (template captions do) is embedded once."""
+    unique = list(dict.fromkeys(texts))
+    row = {text: i for i, text in enumerate(unique)}
+    embedded = F.normalize(TextEmbedder(model.text, tokenizer, batch_size)(unique), dim=-1)
+    return embedded[[row[text] for text in texts]]
 
 
 @torch.no_grad()
