@@ -10,6 +10,8 @@ which know nothing of Ray.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import shutil
 import tempfile
@@ -291,7 +293,25 @@ def stage_trial(
     """A Tune trial of stages 1 and 2, by `trial_config["kind"]`: a fine-tune or an
     evaluation. One trainable for both lets Tune hand a finished trial's process (its imports
     done) to the next trial of either kind."""
-    if trial_config["kind"] == "evaluation":
-        evaluation_trial(trial_config, payload, root, fingerprints)
-    else:
-        finetune_trial(trial_config, study, root, run_name, storage, fingerprints=fingerprints)
+    try:
+        if trial_config["kind"] == "evaluation":
+            evaluation_trial(trial_config, payload, root, fingerprints)
+        else:
+            finetune_trial(trial_config, study, root, run_name, storage, fingerprints=fingerprints)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand the finished trial's memory back to the OS before Tune reuses this process.
+
+    Tune runs each trial in a thread of its own, and glibc gives each thread its own malloc
+    arena: the last trial's freed motion arrays (each under malloc's mmap threshold) stayed in
+    its arena, out of the next trial's reach, so every fine-tune on a 10,000-motion corpus
+    added about 1.5 GB to the process until the node ran out of memory. malloc_trim returns
+    free arena pages; elsewhere than glibc it is skipped."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
