@@ -82,6 +82,11 @@ a transfer FID sits above an in-domain one for reasons that have nothing to do w
 so compare each reading's gaps (ΔFID, the accuracy drop) and trends, not their raw FIDs."""
 
 
+def what(overrides: list[str]) -> list[str]:
+    """The overrides that change what a sweep computes (not where its data and files lie)."""
+    return [o for o in overrides if not o.startswith(("data.root", "data.eval_root", "workdir"))]
+
+
 def machine() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -171,9 +176,9 @@ def statements(rows: list[dict], fits: list[dict], recognizer: dict) -> list[str
     low, high = min(r["fid"] for r in clean), max(r["fid"] for r in clean)
     accuracy = [r["accuracy_top1"] for r in clean]
     lines = [
-        f"Clean FID lies between {low:.1f} and {high:.1f} across the encoders; "
+        f"Clean FID lies between {low:.1f} and {high:.1f} across the encoders. "
         + (
-            f"real held-out recordings against the test subjects at the same sample size give "
+            f"Real held-out recordings against the test subjects at the same sample size give "
             f"{np.mean(floors):.1f}: that floor, not 0, is what no generator can beat. "
             if floors
             else ""
@@ -235,7 +240,7 @@ def section(protocol: str, folder: Path, workdir: Path, command: str, overrides:
     images.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:
         shutil.copyfile(report / name, images / name)
-    shown = " ".join(o for o in overrides if not o.startswith(("data.root", "data.eval_root")))
+    shown = " ".join(what(overrides))
     units = max(r["seeds"] for r in rows)
     return "\n".join(
         [
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(config.workdir).resolve()
         folder = workdir / "sweeps" / sweep_key(config)
         command = " ".join(
-            ["python docs/findings.py --data DIR", f"--protocol {protocol}", *args.overrides]
+            ["python docs/findings.py --data DIR", f"--protocol {protocol}", *what(args.overrides)]
         )
         sections[protocol] = section(protocol, folder, workdir, command, overrides, args.out)
     path = args.out / "FINDINGS.md"
