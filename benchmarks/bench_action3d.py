@@ -1,4 +1,5 @@
-"""Where the time of an MSR Action3D study goes, stage by stage: the sweep's own clock (setup,
+"""Where the time of an MSR Action3D study goes (in domain, or by transfer with
+`--config sweeps/configs/transfer_cpu.yaml`), stage by stage: the sweep's own clock (setup,
 Ray start, stage 0, stages 1+2, report), stage 0's two trainings (recogniser, generator), and
 the fine-tunes' and evaluations' seconds by kind (sum, mean, max over trials).
 
@@ -57,7 +58,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-action3d-"))).resolve()
-    overrides = [f"data.root={args.data}", f"workdir={workdir}", *args.overrides]
+    # the Action3D folder is data.root in domain, data.eval_root in a transfer study
+    key = "data.eval_root" if load_config(args.config).data.eval_kind else "data.root"
+    overrides = [f"{key}={args.data}", f"workdir={workdir}", *args.overrides]
     config = load_config(args.config, overrides)
     wall = None if args.reuse else run_sweep(args.config, overrides)
     state = json.loads((workdir / "sweeps" / sweep_key(config) / "state.json").read_text())
