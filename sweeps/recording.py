@@ -70,6 +70,8 @@ class Recorder:
             "data_fingerprint": stage0.data_fingerprint,
             "train_fingerprint": stage0.train_fingerprint,
             "test_fingerprint": stage0.test_fingerprint,
+            # a transfer study's MSR Action3D splits: what it was scored on
+            **{f"{name}_fingerprint": v for name, v in stage0.scored_fingerprints.items()},
             **{
                 f"data.repairs.{split}.{name}": str(count)
                 for split, repairs in stage0.repairs.items()

@@ -54,6 +54,7 @@ def test_a_transfer_sweep_scores_corpus_generations_on_action3d(msr_action3d, tm
         ), run.info.run_name
     parent = next(r for r in runs if r.data.tags.get("kind") == "sweep")
     assert parent.data.metrics["recognizer_num_test_motions"] == 261
+    assert len(parent.data.tags["action3d/test_fingerprint"]) == 64  # what it was scored on
     assert parent.data.metrics["recognizer_accuracy_top1"] > 0.5  # chance 0.05
     evaluations = [r for r in runs if r.data.tags.get("kind") == "evaluation"]
     for run in evaluations:
