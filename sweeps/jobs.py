@@ -97,6 +97,7 @@ class Scorer:
         self.root, self.fingerprints = payload.get("root", ""), payload.get("fingerprints", {})
         self._real: dict[str, np.ndarray] = {}
         self._convert = None  # built on first use (`conversion`)
+        self._splits: dict = {}  # the scored splits, each read (and checked) once
         self.transfer = {
             key: [PerturbedPrompt(**row) for row in rows]
             for key, rows in payload["transfer"].items()
@@ -130,9 +131,13 @@ class Scorer:
 
     def scored(self, split: str):
         """`split` of the data the scores compare with (MSR Action3D's in a transfer study),
-        as this node has it, checked against the driver's fingerprint."""
-        name = scored_name(self.study, split)
-        return scored_split(self.study, self.root, split, self.fingerprints.get(name))
+        as this node has it, checked against the driver's fingerprint; read once."""
+        if split not in self._splits:  # the retargeting and the floor both read "train"
+            name = scored_name(self.study, split)
+            self._splits[split] = scored_split(
+                self.study, self.root, split, self.fingerprints.get(name)
+            )
+        return self._splits[split]
 
     def conversion(self):
         """None, or in a transfer study the map of a generated motion onto the Kinect
