@@ -33,6 +33,7 @@ from moclip.evaluation.recognizer import (
 FOLDS = (((1, 3, 5), (7, 9)), ((5, 7, 9), (1, 3)))
 CANDIDATES = {
     "default": {},
+    "held in place": {"frame": "in_place"},
     "positions only": {"velocities": False},
     "two pyramid levels": {"levels": 2},
     "features 32": {"feature_width": 32},

@@ -51,6 +51,41 @@ def test_the_descriptor_holds_mean_and_covariance_per_pyramid_segment(action3d_s
     assert np.all(np.isfinite(covariance_descriptor(item.features[:3], 20)))
 
 
+def test_held_in_place_the_descriptor_ignores_the_path_and_as_recorded_it_does_not(
+    action3d_splits,
+):
+    """A real recording carried along a 2 m walk: held in place its descriptor is the
+    recording's, as recorded (the default) it is far from it; a turn changes both."""
+    from moclip.data.features import features_to_positions, positions_to_features
+    from moclip.data.quaternion import qrot
+    from moclip.skeletons import KINECT
+
+    item = action3d_splits[0].items[0]
+    positions = features_to_positions(item.features, 20)
+    frames = len(positions)
+    walk = np.linspace(0, 2, frames)[:, None, None] * np.array([1.0, 0, 0])
+    angle = np.linspace(0, np.pi, frames)[:, None]
+    turn = np.concatenate(
+        (np.cos(angle / 2), 0 * angle, np.sin(angle / 2), 0 * angle), axis=1
+    )  # a yaw about the root, growing to 180 degrees
+    root = positions[:, :1].copy()
+    turned = qrot(np.broadcast_to(turn[:, None], positions.shape[:-1] + (4,)), positions - root)
+    here, carried, turning = (
+        positions_to_features(p, KINECT) for p in (positions, positions + walk, turned + root)
+    )
+
+    def gap(other, frame):
+        a, b = (covariance_descriptor(f, 20, frame=frame) for f in (here, other))
+        return np.abs(a - b).max() / np.abs(a).max()
+
+    assert gap(carried, "in_place") < 1e-4
+    assert gap(carried, "world") > 0.5
+    assert gap(turning, "in_place") > 0.1 and gap(turning, "world") > 0.1
+    assert RecognizerConfig().frame == "world"
+    with pytest.raises(ValueError, match="frame must be one of"):
+        RecognizerConfig(frame="camera")
+
+
 def test_a_few_steps_recognise_the_test_subjects_far_above_chance(trained, action3d_splits):
     recognizer, losses, figures = trained
     assert losses[-1] < losses[0]

@@ -186,6 +186,14 @@ def features_to_positions(features: np.ndarray, num_joints: int) -> np.ndarray:
     return np.concatenate((root[..., None, :], joints), axis=-2)
 
 
+def in_place_positions(features: np.ndarray, num_joints: int) -> np.ndarray:
+    """(..., T, J, 3) joint positions with the root held over the origin: p_j - (root_x, 0,
+    root_z) of `features_to_positions`, so its height, pose and turns are kept, its path is not."""
+    positions = features_to_positions(features, num_joints)
+    positions[..., [0, 2]] -= positions[..., :1, [0, 2]]
+    return positions
+
+
 def feature_slices(num_joints: int) -> dict[str, slice]:
     """Where each feature group lies in the per-frame vector."""
     sizes = {
