@@ -4,8 +4,10 @@ transfer (`transfer_cpu.yaml`: fine-tuned on a text-motion corpus, the generated
 retargeted to the Kinect skeleton). Each section: the recogniser and its floor, the table of
 FID, ΔFID, KID, recognition accuracy, Diversity and MultiModality against the number of
 fine-tuning pairs (the sweep report's Student-t intervals over seed units), the trend per
-doubling of the fine-tuning set, the figures, and what they support. The sweep is run first (a
-finished one is reused); a section not rebuilt is kept as it was.
+doubling of the fine-tuning set, the figures, and what they support. The in-domain sweep runs
+under the transfer config's attacks and repeats (`AS_TRANSFER`), so both tables hold the same
+conditions. The sweep is run first (a finished one is reused); a section not rebuilt is kept
+as it was.
 
     python docs/findings.py --data /data/MSRAction3D [--protocol in-domain|transfer|both]
         [--out docs] [overrides ...]
@@ -37,16 +39,27 @@ from sweeps.keys import sweep_key
 from sweeps.tracking import code_version, platform_facts
 
 CONFIGS = ROOT / "sweeps" / "configs"
-PROTOCOLS = {  # protocol -> (config, the override naming the Action3D folder, heading)
+# The in-domain section is run under the transfer config's conditions (budget 2, the two
+# transfer recipes and greedy-transfer, no per-encoder greedy attack, 3 repeats), so that the
+# two sections' tables hold the same rows.
+AS_TRANSFER = [
+    "attacks.budgets=[2]",
+    "attacks.greedy=false",
+    "attacks.transfer_greedy=true",
+    "evaluation.repeats=3",
+]
+PROTOCOLS = {  # protocol -> (config, the override naming the Action3D folder, heading, overrides)
     "in-domain": (
         CONFIGS / "action3d_cpu.yaml",
         "data.root",
         "In domain: fine-tuned on MSR Action3D's training subjects",
+        AS_TRANSFER,
     ),
     "transfer": (
         CONFIGS / "transfer_cpu.yaml",
         "data.eval_root",
         "Transfer: fine-tuned on a text-motion corpus, scored on MSR Action3D",
+        [],
     ),
 }
 FIGURES = (
@@ -263,7 +276,7 @@ CAVEATS = {
 def section(protocol: str, folder: Path, workdir: Path, command: str, overrides: list[str],
             out: Path) -> str:
     """The FINDINGS.md section of one finished sweep (its report folder `folder`)."""
-    config_path, _, heading = PROTOCOLS[protocol]
+    config_path, _, heading, _ = PROTOCOLS[protocol]
     report = folder / "report"
     rows = json.loads((report / "rows.json").read_text())
     fits = json.loads((report / "fits.json").read_text())
@@ -340,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
     sections = {}
     for protocol in chosen:
-        config_path, data_key, _ = PROTOCOLS[protocol]
-        overrides = [f"{data_key}={args.data.resolve()}", *args.overrides]
+        config_path, data_key, _, aligned = PROTOCOLS[protocol]
+        overrides = [f"{data_key}={args.data.resolve()}", *aligned, *args.overrides]
         if not run_sweep(config_path, overrides):
             print(f"error: the {protocol} sweep did not finish; see its output above",
                   file=sys.stderr)
