@@ -62,10 +62,12 @@ def main() -> None:
     train = load_split("action3d", str(args.data), "train")
     test = load_split("action3d", str(args.data), "test")
     recognizer, _ = load_recognizer(cached(args.workdir, "recognizer"))
-    generator, _ = load_generator(cached(args.workdir, "generator"))
+    generator_path = cached(args.workdir, "generator")
+    generator, _ = load_generator(generator_path)
     generator.config = sampling_config(generator.config, config)
     encoder = load_encoder(config, None, "cpu")
-    prompts, lengths, labels = evaluation_prompts(test, len(test), config.attacks.seed)
+    count = config.attacks.prompts or len(test)  # the sweep's prompts
+    prompts, lengths, labels = evaluation_prompts(test, count, config.attacks.seed)
     seeds = noise_seeds(args.seed, 0, len(prompts))  # as the sweep's first repeat draws them
     retargeting = Retargeting(action3d_body(train))
     motions = [
@@ -79,7 +81,7 @@ def main() -> None:
     hits = int((predicted == np.array(labels)).sum())
     low, high = wilson(hits, len(labels))
     print(
-        f"{config.encoder.kind} original encoder, generator {cached(args.workdir, 'generator').name}"
+        f"{config.encoder.kind} original encoder, generator {generator_path.name}"
         f", {len(prompts)} test prompts, seed {args.seed}\nrecognised as the prompted action: "
         f"{hits}/{len(labels)} = {hits / len(labels):.3f} [{low:.3f}, {high:.3f}] (chance "
         f"{1 / len(ACTIONS):.3f})\nroot travel: generated median {np.median(walked):.2f} m, max "
