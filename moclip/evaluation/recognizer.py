@@ -7,9 +7,10 @@ features: it shares nothing with CLIP, MoCLIP or the text-motion evaluator.
 Its input is the covariance descriptor of the joints (Cov3DJ, Hussein et al. 2013): joint
 positions (as recorded, or held in place: see `FRAMES`) and velocities, their mean and
 covariance over a temporal pyramid (the whole motion, halves, quarters), standardised with
-the training statistics. Two layers map it to `feature_width` features and to class logits. On MSR Action3D it was chosen over a
-convolution + GRU on the feature sequence, and over positions without velocities, by
-accuracy on held-out training subjects (`benchmarks/recognizer_quality.py`).
+the training statistics. Two layers map it to `feature_width` features and to class logits.
+On MSR Action3D it was chosen over a convolution + GRU on the feature sequence, and over
+positions without velocities, by accuracy on held-out training subjects
+(`benchmarks/recognizer_quality.py`).
 
     python -m moclip.evaluation.recognizer --data /data/MSRAction3D --out recognizer.pt
 """
